@@ -1,0 +1,76 @@
+"""Base class of relulab's activation modules and argument checks shared by them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from relulab.registry import format_spec
+
+
+class Activation(nn.Module):
+    """An activation module that remembers its constructor arguments.
+
+    Each argument also becomes an attribute (a subclass may then replace one by an
+    ``nn.Parameter`` of the same name). ``extra_repr`` prints them as ``key=value`` pairs,
+    so ``f"{name}({m.extra_repr()})"`` is a spec string that :func:`relulab.get_activation`
+    turns back into an equal module.
+    """
+
+    activation_name: ClassVar[str] = ""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        self._config = config
+        for key, value in config.items():
+            setattr(self, key, value)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments."""
+        return dict(self._config)
+
+    @property
+    def spec(self) -> str:
+        """The spec string that rebuilds this module, e.g. ``"elu(alpha=2.0)"``."""
+        return format_spec(self.activation_name, self._config)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+
+
+def check_number(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+) -> float:
+    """``value`` as a finite float, or a one-line ValueError naming owner, argument and value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    if at_least is not None and value < at_least:
+        raise ValueError(f"{owner}: {name} must be >= {at_least}, got {value!r}")
+    if above is not None and value <= above:
+        raise ValueError(f"{owner}: {name} must be > {above}, got {value!r}")
+    return float(value)
+
+
+def check_flag(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+    return value
+
+
+def check_count(owner: str, name: str, value: Any, *, at_least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < at_least:
+        raise ValueError(f"{owner}: {name} must be an integer >= {at_least}, got {value!r}")
+    return value
+
+
+def scalar_parameter(value: float) -> nn.Parameter:
+    return nn.Parameter(torch.tensor(float(value)))

@@ -1,0 +1,90 @@
+"""Activations whose response depends on more than one element: VeLU and SmartMixed."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from relulab.functional._common import upcast_low_precision
+from relulab.functional.exponential import elu, selu
+from relulab.functional.gated import sigmoid, tanh
+from relulab.functional.rectifiers import leaky_relu, relu
+
+SMARTMIXED_CANDIDATES = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu")
+_SMARTMIXED_FUNCTIONS = (relu, sigmoid, tanh, leaky_relu, elu, selu)
+
+
+@upcast_low_precision
+def velu(
+    x: Tensor,
+    scale: float | Tensor = 1.0,
+    alpha: float = 0.1,
+    beta1: float = 0.1,
+    beta2: float = 0.1,
+    gamma: float = 0.1,
+    mu: float = 0.9,
+    eps: float = 1e-6,
+    dim: int = 1,
+) -> Tensor:
+    """f(x) = λ·x·σ(α·(arctan(β₁x) + arcsin(clip(β₂x, −1, 1))))·(1 + γ·tanh(μ·r)).
+
+    r = 1/√(mean(x², dim) + ε) is computed per sample over the feature axis ``dim``, as in
+    the authors' code; λ is ``scale``.
+    """
+    u = beta2 * x
+    inside = u.abs() < 1.0
+    # Outside [−1, 1] arcsin sees a detached ±1: the value is ±π/2 and asin's infinite slope
+    # there is discarded by the where's selection instead of being multiplied by zero.
+    arcsin = torch.asin(torch.where(inside, u, u.detach().clamp(-1.0, 1.0)))
+    mix = torch.atan(beta1 * x) + arcsin
+    inverse_rms = torch.rsqrt(x.square().mean(dim, keepdim=True) + eps)
+    adaptive = 1.0 + gamma * torch.tanh(mu * inverse_rms)
+    return scale * (x * torch.sigmoid(alpha * mix) * adaptive)
+
+
+def velu_w2_penalty(y: Tensor) -> Tensor:
+    """VeLU's regulariser: squared W₂ between N(mean(y), std(y)²) and N(0, 1)."""
+    return y.mean().square() + (y.std(correction=0) - 1.0).square()
+
+
+def _along_dim1(weights: Tensor, ndim: int) -> Tensor:
+    """Shape (features, k) → (1, features, 1, ..., 1, k) to broadcast against (N, C, ...)."""
+    return weights.reshape(1, weights.shape[0], *([1] * (ndim - 2)), weights.shape[1])
+
+
+def smartmixed(x: Tensor, weights: Tensor, clamp: float | None = 10.0) -> Tensor:
+    """f(x)_c = clip(Σₖ w_{c,k}·clip(actₖ(x_c))) over the six SMARTMIXED_CANDIDATES.
+
+    ``weights`` has shape (num_features, 6); features run along dim 1 of x. ``clamp`` is the
+    ±bound of both clips (None: no clipping).
+    """
+    if x.dim() < 2 or weights.shape != (x.shape[1], len(SMARTMIXED_CANDIDATES)):
+        raise ValueError(
+            f"smartmixed: expected x of shape (N, {weights.shape[0]}, ...) and weights of "
+            f"shape (features, {len(SMARTMIXED_CANDIDATES)}), got {tuple(x.shape)} and "
+            f"{tuple(weights.shape)}"
+        )
+    outputs = torch.stack([fn(x) for fn in _SMARTMIXED_FUNCTIONS], dim=-1)
+    if clamp is not None:
+        outputs = outputs.clamp(-clamp, clamp)
+    mixed = (outputs * _along_dim1(weights.to(outputs.dtype), x.dim())).sum(-1)
+    return mixed.clamp(-clamp, clamp) if clamp is not None else mixed
+
+
+def smartmixed_select(x: Tensor, choice: Tensor) -> Tensor:
+    """Phase 2 of SmartMixed: feature c gets candidate ``choice[c]``, unclipped.
+
+    Computes each candidate only on its own features, as the authors' vectorised phase 2.
+    """
+    out = torch.empty_like(x)
+    for k, fn in enumerate(_SMARTMIXED_FUNCTIONS):
+        index = (choice == k).nonzero().flatten()
+        if index.numel():
+            out = out.index_copy(1, index, fn(x.index_select(1, index)))
+    return out
+
+
+def gumbel_one_hot(logits: Tensor, tau: float) -> Tensor:
+    """Hard Gumbel-softmax sample over the last axis with the straight-through gradient."""
+    return F.gumbel_softmax(logits, tau=tau, hard=True, dim=-1)

@@ -1,0 +1,47 @@
+"""Expanded gating ranges (Huang 2024): x·((1 + 2α)·g(x) − α) for arctan, Φ and σ gates."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from relulab.functional._common import normal_cdf, upcast_low_precision
+
+
+def arctan_gate(x: Tensor) -> Tensor:
+    """g(x) = (arctan(x) + π/2)/π, computed as atan2(1, −x)/π.
+
+    The two forms are equal for every x, but arctan(x) + π/2 cancels for x ≪ 0 while
+    atan2(1, −x) = arctan(1/|x|) there keeps full relative precision.
+    """
+    return torch.atan2(torch.ones_like(x), -x) / math.pi
+
+
+def _expanded(x: Tensor, gate: Tensor, alpha: float | Tensor) -> Tensor:
+    return x * ((1.0 + 2.0 * alpha) * gate - alpha)
+
+
+@upcast_low_precision
+def xatlu(x: Tensor, alpha: float | Tensor = 0.0) -> Tensor:
+    """f(x) = x·((1 + 2α)·(arctan(x) + π/2)/π − α)."""
+    return _expanded(x, arctan_gate(x), alpha)
+
+
+@upcast_low_precision
+def atlu(x: Tensor) -> Tensor:
+    """f(x) = x·(arctan(x) + π/2)/π (xATLU with α fixed at 0)."""
+    return x * arctan_gate(x)
+
+
+@upcast_low_precision
+def xgelu(x: Tensor, alpha: float | Tensor = 0.0) -> Tensor:
+    """f(x) = x·((1 + 2α)·Φ(x) − α)."""
+    return _expanded(x, normal_cdf(x), alpha)
+
+
+@upcast_low_precision
+def xsilu(x: Tensor, alpha: float | Tensor = 0.0) -> Tensor:
+    """f(x) = x·((1 + 2α)·σ(x) − α)."""
+    return _expanded(x, torch.sigmoid(x), alpha)

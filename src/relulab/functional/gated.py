@@ -1,0 +1,84 @@
+"""Self-gated activations f(x) = x·g(x): GELU, SiLU/Swish, Mish, GoLU, and the plain gates."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from relulab.functional._common import log_max, normal_cdf, upcast_low_precision
+
+_GELU_TANH_K = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+# Beyond |x| = 25 the tanh-GELU gate is exactly 0 or 1 in float64 (its logistic argument is
+# below −745 or above +37), so clamping there changes no value and keeps x³ from overflowing.
+_GELU_TANH_SATURATION = 25.0
+QUICK_GELU_SLOPE = 1.702
+
+
+@upcast_low_precision
+def sigmoid(x: Tensor) -> Tensor:
+    """f(x) = 1/(1 + e^{−x})."""
+    return torch.sigmoid(x)
+
+
+@upcast_low_precision
+def tanh(x: Tensor) -> Tensor:
+    """f(x) = tanh(x)."""
+    return torch.tanh(x)
+
+
+@upcast_low_precision
+def gelu(x: Tensor) -> Tensor:
+    """f(x) = x·Φ(x), with Φ from erfc so that the left tail keeps its digits."""
+    return x * normal_cdf(x)
+
+
+@upcast_low_precision
+def gelu_tanh(x: Tensor) -> Tensor:
+    """f(x) = x/2·(1 + tanh(√(2/π)(x + 0.044715x³))), computed as x·σ(2u)."""
+    # 1 + tanh(u) = 2σ(2u) has no cancellation for u ≪ 0.
+    inner = x.clamp(-_GELU_TANH_SATURATION, _GELU_TANH_SATURATION)
+    u = _GELU_TANH_K * (inner + _GELU_TANH_C * inner * inner * inner)
+    return x * torch.sigmoid(2.0 * u)
+
+
+@upcast_low_precision
+def quick_gelu(x: Tensor) -> Tensor:
+    """f(x) = x·σ(1.702x), GELU's sigmoid approximation."""
+    return x * torch.sigmoid(QUICK_GELU_SLOPE * x)
+
+
+@upcast_low_precision
+def silu(x: Tensor) -> Tensor:
+    """f(x) = x·σ(x)."""
+    return F.silu(x)
+
+
+@upcast_low_precision
+def swish(x: Tensor, beta: float | Tensor = 1.0) -> Tensor:
+    """f(x) = x·σ(βx)."""
+    return x * torch.sigmoid(beta * x)
+
+
+@upcast_low_precision
+def mish(x: Tensor) -> Tensor:
+    """f(x) = x·tanh(softplus(x))."""
+    return F.mish(x)
+
+
+@upcast_low_precision
+def golu(
+    x: Tensor,
+    scale: float | Tensor = 1.0,
+    shift: float | Tensor = 1.0,
+    growth: float | Tensor = 1.0,
+) -> Tensor:
+    """f(x) = scale·x·exp(−shift·exp(−growth·x)), the Gompertz-gated linear unit."""
+    # Far left exp(−growth·x) overflows and the gate is exactly 0; clamping its exponent where
+    # exp stays finite keeps the value and turns the backward's 0·inf into 0·finite.
+    exponent = (-growth * x).clamp(max=log_max(x.dtype))
+    gate = torch.exp(-shift * torch.exp(exponent))
+    return scale * (x * gate)

@@ -1,0 +1,101 @@
+"""Piecewise-linear and piecewise-polynomial rectifiers: ReLU and its close relatives.
+
+These are exact in every floating dtype, so none of them needs a float32 detour.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def identity(x: Tensor) -> Tensor:
+    """f(x) = x (a removed activation, e.g. after ReLU culling)."""
+    return x
+
+
+def relu(x: Tensor) -> Tensor:
+    """f(x) = max(0, x)."""
+    return F.relu(x)
+
+
+def relu6(x: Tensor) -> Tensor:
+    """f(x) = min(max(0, x), 6)."""
+    return F.relu6(x)
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """f(x) = x for x ≥ 0, negative_slope·x otherwise."""
+    return F.leaky_relu(x, negative_slope)
+
+
+def prelu(x: Tensor, weight: Tensor) -> Tensor:
+    """f(x) = x for x ≥ 0, a·x otherwise; ``weight`` holds one a, or one per channel (dim 1)."""
+    return F.prelu(x, weight.to(x.dtype))
+
+
+def shifted_relu(x: Tensor, shift: float = 1.0) -> Tensor:
+    """f(x) = max(0, x − shift)."""
+    return F.relu(x - shift)
+
+
+def squared_relu(x: Tensor) -> Tensor:
+    """f(x) = max(0, x)²."""
+    return F.relu(x).square()
+
+
+def hard_sigmoid(x: Tensor) -> Tensor:
+    """f(x) = relu6(x + 3)/6 (torch's definition).
+
+    Not ``F.hardsigmoid``: its backward multiplies by a float32 1/6 even in float64.
+    """
+    return (x + 3.0).clamp(0.0, 6.0) / 6.0
+
+
+def hard_swish(x: Tensor) -> Tensor:
+    """f(x) = x·relu6(x + 3)/6.
+
+    Written as x·hard_sigmoid(x): torch's fused kernel forms x·relu6(x + 3) first and so
+    overflows to inf near the dtype's maximum, where the true value is x.
+    """
+    return x * hard_sigmoid(x)
+
+
+def hard_mish(x: Tensor) -> Tensor:
+    """f(x) = x·clamp(x + 2, 0, 2)/2 (timm's piecewise-quadratic Mish)."""
+    return x * (0.5 * (x + 2.0).clamp(0.0, 2.0))
+
+
+def smelu(x: Tensor, beta: float = 2.0) -> Tensor:
+    """f(x) = 0 for x ≤ −β, (x + β)²/(4β) for |x| ≤ β, x for x ≥ β."""
+    # The quadratic piece sees x clamped to [−β, β], so it stays finite (and its gradient
+    # stays out of the result) where the linear pieces apply.
+    inner = x.clamp(-beta, beta)
+    return torch.where(x >= beta, x, (inner + beta).square() / (4.0 * beta))
+
+
+class _HeLUFunction(torch.autograd.Function):
+    """ReLU forward; the backward lets the gradient through wherever x > −α."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, alpha: float) -> Tensor:
+        return F.relu(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, alpha = inputs
+        # One byte per element instead of a full copy of x.
+        ctx.save_for_backward(x > -alpha)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:
+        (passes,) = ctx.saved_tensors
+        return grad_output * passes.to(grad_output.dtype), None
+
+
+def helu(x: Tensor, alpha: float = 0.05) -> Tensor:
+    """f(x) = max(0, x); backward: ∂f/∂x := 1[x > −α] (hysteresis, not the true derivative)."""
+    return _HeLUFunction.apply(x, alpha)

@@ -1,0 +1,308 @@
+"""The activation registry: names, aliases, metadata, spec strings and did-you-mean.
+
+Every activation module registers itself with :func:`register`; everything else in relulab
+(the CLI, surgery, the benchmark) resolves activations here by name or by a spec string such
+as ``"leaky_relu(negative_slope=0.2)"``.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+REQUIRED = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class ActivationInfo:
+    """What relulab knows about one activation: its maths, source and properties.
+
+    The properties describe the function at its default parameters.
+    """
+
+    name: str
+    module: type[nn.Module]
+    function: Callable[..., Any] | None
+    formula: str
+    paper: str
+    aliases: tuple[str, ...] = ()
+    piecewise_linear: bool = False
+    smooth: bool = False  # continuously differentiable (C¹) or better
+    monotonic: bool = False  # non-decreasing
+    bounded_below: bool = False
+    elementwise: bool = True  # y[i] depends on x[i] alone
+    trainable: tuple[str, ...] = ()  # parameters trained by default
+    torch_equivalent: str | None = None
+    timm_equivalent: str | None = None
+    notes: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)  # constructor defaults
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable view (the module and function by qualified name)."""
+        return {
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "formula": self.formula,
+            "paper": self.paper,
+            "parameters": {
+                k: ("<required>" if v is REQUIRED else v) for k, v in self.parameters.items()
+            },
+            "properties": self.properties(),
+            "torch_equivalent": self.torch_equivalent,
+            "timm_equivalent": self.timm_equivalent,
+            "notes": self.notes,
+            "module": f"{self.module.__module__}.{self.module.__qualname__}",
+        }
+
+    def properties(self) -> dict[str, Any]:
+        return {
+            "piecewise_linear": self.piecewise_linear,
+            "smooth": self.smooth,
+            "monotonic": self.monotonic,
+            "bounded_below": self.bounded_below,
+            "elementwise": self.elementwise,
+            "trainable": list(self.trainable),
+        }
+
+
+_ACTIVATIONS: dict[str, ActivationInfo] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def normalize_name(name: str) -> str:
+    """Registry key of a user-typed name: lower case, '-' and ' ' become '_'."""
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def _constructor_defaults(cls: type[nn.Module]) -> dict[str, Any]:
+    signature = inspect.signature(cls.__init__)
+    return {
+        name: p.default
+        for name, p in list(signature.parameters.items())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def register(name: str, **metadata: Any) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register an activation module under ``name`` with its metadata.
+
+    ``metadata`` holds the :class:`ActivationInfo` fields other than name, module and
+    parameters (which are read off the constructor's signature).
+    """
+    key = normalize_name(name)
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        aliases = tuple(normalize_name(a) for a in metadata.pop("aliases", ()))
+        for taken in (key, *aliases):
+            if taken in _ACTIVATIONS or taken in _ALIASES:
+                raise ValueError(f"activation name {taken!r} is registered twice")
+        info = ActivationInfo(
+            name=key,
+            module=cls,
+            aliases=aliases,
+            parameters=_constructor_defaults(cls),
+            **metadata,
+        )
+        _ACTIVATIONS[key] = info
+        _ALIASES.update(dict.fromkeys(aliases, key))
+        cls.activation_name = key
+        cls.__doc__ = _complete_docstring(cls.__doc__ or "", info)
+        return cls
+
+    return decorator
+
+
+_ELEMENTWISE_SHAPE = """    Shape:
+        - Input: :math:`(*)`, any shape.
+        - Output: :math:`(*)`, the shape of the input.
+
+"""
+
+
+def _complete_docstring(doc: str, info: ActivationInfo) -> str:
+    """Insert the Paper (and, for elementwise activations, Shape) sections before Example.
+
+    Keeps the citation in one place (the registry) and the shape boilerplate out of every
+    class.
+    """
+    sections = f"    Paper:\n        {info.paper}\n\n"
+    if info.elementwise:
+        sections += _ELEMENTWISE_SHAPE
+    head, marker, example = doc.partition("    Example::")
+    return head + sections + marker + example if marker else doc + "\n" + sections
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    quoted = [repr(c) for c in close]
+    return (
+        "; did you mean " + (" or ".join(quoted) if len(quoted) <= 2 else ", ".join(quoted)) + "?"
+    )
+
+
+def resolve_name(name: str) -> str:
+    """Canonical name of ``name`` or one of its aliases; ValueError with suggestions."""
+    if not isinstance(name, str):
+        raise ValueError(f"activation name must be a string, got {name!r}")
+    key = normalize_name(name)
+    if key in _ACTIVATIONS:
+        return key
+    if key in _ALIASES:
+        return _ALIASES[key]
+    suggestion = _did_you_mean(key, sorted(_ACTIVATIONS))
+    if not suggestion:
+        close_alias = difflib.get_close_matches(key, sorted(_ALIASES), n=1, cutoff=0.6)
+        suggestion = f"; did you mean {_ALIASES[close_alias[0]]!r}?" if close_alias else ""
+    if not suggestion:
+        suggestion = " (relulab.list_activations() lists them all)"
+    raise ValueError(f"unknown activation {name!r}{suggestion}")
+
+
+def list_activations(pattern: str | None = None) -> list[str]:
+    """Sorted canonical names, optionally filtered by a shell-style wildcard pattern.
+
+    A name matches when the pattern matches it or one of its aliases (case-insensitive).
+    """
+    if pattern is None:
+        return sorted(_ACTIVATIONS)
+    key = normalize_name(pattern)
+    return sorted(
+        info.name
+        for info in _ACTIVATIONS.values()
+        if any(fnmatch.fnmatchcase(n, key) for n in (info.name, *info.aliases))
+    )
+
+
+def activation_info(name: str) -> ActivationInfo:
+    """Formula, paper, parameters and properties of an activation (name or alias)."""
+    return _ACTIVATIONS[resolve_name(name)]
+
+
+def _literal(node: ast.expr, spec: str) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError(
+            f"activation spec {spec!r}: argument {ast.unparse(node)!r} is not a literal "
+            "(numbers, strings, booleans, None, tuples and lists are allowed)"
+        ) from None
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``"name(arg, key=value)"`` into the canonical name and its bound arguments.
+
+    Arguments must be Python literals; the spec is parsed with :mod:`ast` and never
+    evaluated. Positional arguments are bound to the constructor's parameters in order.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"activation spec must be a string, got {spec!r}")
+    head, paren, rest = spec.strip().partition("(")
+    name = normalize_name(head)
+    if not name.isidentifier():
+        raise ValueError(
+            f"cannot parse activation spec {spec!r}: expected NAME or NAME(key=value, ...)"
+        )
+    canonical = resolve_name(name)
+    if not paren:
+        return canonical, {}
+    try:
+        call = ast.parse(f"{name}({rest}", mode="eval").body
+    except SyntaxError:
+        raise ValueError(
+            f"cannot parse activation spec {spec!r}: expected NAME or NAME(key=value, ...)"
+        ) from None
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+        raise ValueError(f"cannot parse activation spec {spec!r}: expected NAME(key=value, ...)")
+    args = [_literal(a, spec) for a in call.args]
+    if any(k.arg is None for k in call.keywords):
+        raise ValueError(f"activation spec {spec!r}: '**' arguments are not allowed")
+    kwargs = {k.arg: _literal(k.value, spec) for k in call.keywords}
+    return canonical, bind_arguments(canonical, args, kwargs)
+
+
+def bind_arguments(name: str, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Map positional and keyword arguments onto the constructor's parameter names."""
+    info = _ACTIVATIONS[resolve_name(name)]
+    parameter_names = list(info.parameters)
+    for key in kwargs:
+        if key not in info.parameters:
+            accepted = ", ".join(parameter_names) or "no arguments"
+            hint = _did_you_mean(key, parameter_names) or f" (accepted: {accepted})"
+            raise ValueError(f"unknown argument {key!r} for activation {info.name!r}{hint}")
+    if len(args) > len(parameter_names):
+        raise ValueError(
+            f"activation {info.name!r} takes at most {len(parameter_names)} positional "
+            f"argument(s) ({', '.join(parameter_names) or 'none'}), got {len(args)}"
+        )
+    bound = dict(zip(parameter_names, args))
+    for key, value in kwargs.items():
+        if key in bound:
+            raise ValueError(f"activation {info.name!r}: argument {key!r} given twice")
+        bound[key] = value
+    return bound
+
+
+def _check_required(name: str, arguments: dict[str, Any]) -> None:
+    info = _ACTIVATIONS[name]
+    missing = [k for k, v in info.parameters.items() if v is REQUIRED and k not in arguments]
+    if missing:
+        example = format_spec(name, {k: 8 for k in missing})
+        raise ValueError(
+            f"activation {name!r} needs argument(s) {', '.join(missing)}, e.g. {example!r}"
+        )
+
+
+def format_spec(name: str, arguments: dict[str, Any] | None = None) -> str:
+    """Inverse of :func:`parse_spec`: ``format_spec("elu", {"alpha": 2.0}) == "elu(alpha=2.0)"``."""
+    if not arguments:
+        return name
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+
+
+def get_activation(spec: str | nn.Module | type[nn.Module], **overrides: Any) -> nn.Module:
+    """Build an activation module from a name, a spec string, a module class or instance.
+
+    Args:
+        spec: ``"gelu"``, an alias such as ``"hardswish"``, a call string such as
+            ``"leaky_relu(negative_slope=0.2)"``, an ``nn.Module`` subclass (instantiated
+            with ``overrides``) or instance (returned as is).
+        overrides: constructor arguments that replace those of the spec string.
+
+    Raises:
+        ValueError: unknown name or argument, non-literal argument, bad value.
+
+    Example::
+
+        >>> get_activation("leaky_relu(negative_slope=0.2)")
+        LeakyReLU(negative_slope=0.2)
+        >>> get_activation("golu", shift=0.5)
+        GoLU(scale=1.0, shift=0.5, growth=1.0, trainable=False)
+    """
+    if isinstance(spec, nn.Module):
+        if overrides:
+            raise ValueError(f"cannot apply arguments {sorted(overrides)} to a module instance")
+        return spec
+    if isinstance(spec, type) and issubclass(spec, nn.Module):
+        return spec(**overrides)
+    if not isinstance(spec, str):
+        raise ValueError(
+            f"expected an activation name, spec string or nn.Module, got {type(spec).__name__}"
+        )
+    name, arguments = parse_spec(spec)
+    if overrides:
+        arguments.update(bind_arguments(name, [], overrides))
+    _check_required(name, arguments)
+    module_class = _ACTIVATIONS[name].module
+    try:
+        return module_class(**arguments)
+    except TypeError as error:  # e.g. a string where a number belongs, caught late by torch
+        raise ValueError(f"activation {format_spec(name, arguments)!r}: {error}") from None
