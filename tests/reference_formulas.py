@@ -133,7 +133,8 @@ KINKS: dict[str, Callable[..., tuple[float, ...]]] = {
     "squared_relu": lambda: (0.0,),
     "shifted_relu": lambda shift=1.0: (shift,),
     "smelu": lambda beta=2.0: (-beta, beta),
-    "helu": lambda alpha=0.05: (0.0,),
+    # HeLU's backward (its "derivative") steps at −α, its forward at 0.
+    "helu": lambda alpha=0.05: (0.0, -alpha),
 }
 
 

@@ -140,13 +140,17 @@ def _complete_docstring(doc: str, info: ActivationInfo) -> str:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    """'; did you mean 'x'?' with the closest choices (those nearly as close as the best)."""
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), reverse=True
+    )
+    close = [c for score, c in scored if score >= 0.6 and score >= scored[0][0] - 0.05][:3]
+    if not close:  # 'slope' for 'negative_slope': a part of the name
+        close = [c for c in choices if len(word) >= 3 and (word in c or c in word)][:3]
     if not close:
         return ""
     quoted = [repr(c) for c in close]
-    return (
-        "; did you mean " + (" or ".join(quoted) if len(quoted) <= 2 else ", ".join(quoted)) + "?"
-    )
+    return "; did you mean " + (" or ".join(quoted) if len(quoted) <= 2 else ", ".join(quoted)) + "?"
 
 
 def resolve_name(name: str) -> str:

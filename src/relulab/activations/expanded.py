@@ -160,7 +160,7 @@ class SAU(Activation):
     Example::
 
         >>> SAU()(torch.tensor([-1.0, 0.0, 1.0]))
-        tensor([-0.0792,  0.3391,  0.9208], grad_fn=<AddBackward0>)
+        tensor([-0.0792,  0.3391,  1.0708], grad_fn=<AddBackward0>)
     """
 
     def __init__(self, alpha: float = 0.15, sigma: float = 1.0) -> None:

@@ -39,7 +39,7 @@ class PolyReLU(Activation):
     Example::
 
         >>> PolyReLU()(torch.tensor([-1.0, 0.0, 1.0]))
-        tensor([-0.1005,  0.1995,  0.8995], grad_fn=<AddBackward0>)
+        tensor([-0.1011,  0.1995,  0.8989], grad_fn=<AddBackward0>)
     """
 
     def __init__(self, degree: int = 2, coefficients: Sequence[float] | None = None) -> None:

@@ -248,7 +248,7 @@ class HardSwish(Activation):
     Example::
 
         >>> HardSwish()(torch.tensor([-4.0, 1.0, 4.0]))
-        tensor([-0.0000,  0.6667,  4.0000])
+        tensor([-0.0000, 0.6667, 4.0000])
     """
 
     def forward(self, x: Tensor) -> Tensor:

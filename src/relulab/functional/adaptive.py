@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -34,9 +36,11 @@ def velu(
     """
     u = beta2 * x
     inside = u.abs() < 1.0
-    # Outside [−1, 1] arcsin sees a detached ±1: the value is ±π/2 and asin's infinite slope
-    # there is discarded by the where's selection instead of being multiplied by zero.
-    arcsin = torch.asin(torch.where(inside, u, u.detach().clamp(-1.0, 1.0)))
+    # Outside (−1, 1) the clipped arcsin is the constant ±π/2; asin itself only ever sees
+    # inside points (0 elsewhere), so its infinite slope at ±1 never enters a backward pass.
+    arcsin = torch.where(
+        inside, torch.asin(torch.where(inside, u, 0.0)), (math.pi / 2) * torch.sign(u.detach())
+    )
     mix = torch.atan(beta1 * x) + arcsin
     inverse_rms = torch.rsqrt(x.square().mean(dim, keepdim=True) + eps)
     adaptive = 1.0 + gamma * torch.tanh(mu * inverse_rms)

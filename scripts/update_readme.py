@@ -1,0 +1,34 @@
+"""Regenerate README.md's table of the zoo from the registry.
+
+    python scripts/update_readme.py          # rewrite README.md
+    python scripts/update_readme.py --check  # exit 1 if README.md is out of date
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from relulab.zoo_table import replace_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def main() -> int:
+    current = README.read_text(encoding="utf-8")
+    updated = replace_table(current)
+    if "--check" in sys.argv[1:]:
+        if updated != current:
+            print("README.md's zoo table is out of date: run python scripts/update_readme.py")
+            return 1
+        return 0
+    if updated != current:
+        temporary = README.with_suffix(".md.tmp")
+        temporary.write_text(updated, encoding="utf-8")
+        temporary.replace(README)
+        print("README.md updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

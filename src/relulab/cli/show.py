@@ -1,0 +1,89 @@
+"""``relulab show NAME``: formula, paper, parameters, properties and sample values."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from relulab.cli.output import format_table, print_json
+from relulab.plot import activation_curve
+from relulab.registry import REQUIRED, activation_info, get_activation, parse_spec
+
+SAMPLE_POINTS = (-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "show",
+        help="show one activation: formula, paper, properties, values",
+        description="Show an activation's formula, source, parameters, properties and values.",
+        epilog="examples:\n  relulab show golu\n  relulab show 'leaky_relu(negative_slope=0.2)'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", help="an activation name, alias or spec string")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=run)
+
+
+def _samples(spec: str) -> list[tuple[float, float, float]] | str:
+    name, arguments = parse_spec(spec)
+    missing = [
+        k
+        for k, v in activation_info(name).parameters.items()
+        if v is REQUIRED and k not in arguments
+    ]
+    if missing:
+        return f"needs {', '.join(missing)} (e.g. relulab show '{name}({missing[0]}=1)')"
+    get_activation(spec)  # argument errors surface here, before any sampling
+    curve = activation_curve(spec, torch.tensor(SAMPLE_POINTS))
+    return list(zip(curve.x, curve.y, curve.dy))
+
+
+def run(args: argparse.Namespace) -> int:
+    name, arguments = parse_spec(args.name)
+    info = activation_info(name)
+    samples = _samples(args.name)
+    if args.json:
+        data = info.to_dict()
+        data["arguments"] = arguments
+        data["samples"] = (
+            samples
+            if isinstance(samples, str)
+            else [{"x": x, "f": y, "df": dy} for x, y, dy in samples]
+        )
+        print_json(data)
+        return 0
+    parameters = ", ".join(
+        f"{k}=<required>" if v is REQUIRED else f"{k}={v!r}" for k, v in info.parameters.items()
+    )
+    properties = info.properties()
+    lines = [
+        f"{info.name}" + (f"  (aliases: {', '.join(info.aliases)})" if info.aliases else ""),
+        f"  formula     {info.formula}",
+        f"  paper       {info.paper}",
+        f"  parameters  {parameters or 'none'}",
+        "  properties  "
+        + ", ".join(
+            f"{k}={'yes' if v else 'no'}" for k, v in properties.items() if k != "trainable"
+        ),
+        f"  trains      {', '.join(info.trainable) or 'nothing'}",
+        f"  torch       {info.torch_equivalent or '-'}",
+        f"  timm        {info.timm_equivalent or '-'}",
+    ]
+    if info.notes:
+        lines.append(f"  notes       {info.notes}")
+    print("\n".join(lines))
+    print()
+    if isinstance(samples, str):
+        print(f"values: {samples}")
+    else:
+        title = args.name if arguments else info.name
+        print(f"values of {title} (derivative by autograd):")
+        print(
+            format_table(
+                ["x", "f(x)", "f'(x)"],
+                [[f"{x:g}", f"{y:.6g}", f"{dy:.6g}"] for x, y, dy in samples],
+            )
+        )
+    return 0

@@ -1,0 +1,97 @@
+"""Curves of activations and their derivatives, and the one place relulab draws with matplotlib.
+
+matplotlib is optional (``pip install 'relulab[plot]'``) and imported only when drawing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from relulab.registry import get_activation
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+@dataclass(frozen=True)
+class Curve:
+    """An activation sampled on a grid: x, f(x) and f'(x) (by autograd)."""
+
+    label: str
+    x: list[float]
+    y: list[float]
+    dy: list[float]
+
+
+def activation_curve(spec: str, x: torch.Tensor) -> Curve:
+    """Sample ``spec`` at the points ``x`` (float64, eval mode).
+
+    Each point goes in as its own one-feature sample, so activations that look across
+    features (VeLU, SmartMixed) see a vector of length one. The derivative is what autograd
+    returns: for HeLU, its hysteresis gradient rather than ReLU's.
+    """
+    module = get_activation(spec).double().eval()
+    points = x.detach().to(torch.float64).reshape(-1, 1).requires_grad_()
+    y = module(points)
+    (dy,) = torch.autograd.grad(y.sum(), points, allow_unused=True)
+    dy = torch.zeros_like(points) if dy is None else dy
+    return Curve(
+        spec,
+        points.detach().flatten().tolist(),
+        y.detach().flatten().tolist(),
+        dy.flatten().tolist(),
+    )
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError(
+            "plotting needs matplotlib: pip install 'relulab[plot]'"
+        ) from None
+    return plt
+
+
+def plot_activations(
+    specs: list[str],
+    path: str | Path,
+    *,
+    derivative: bool = False,
+    x_range: tuple[float, float] = (-5.0, 5.0),
+    points: int = 1001,
+) -> Path:
+    """Draw the activations (and, with ``derivative``, their first derivatives beside them).
+
+    Returns the path of the PNG written.
+    """
+    low, high = x_range
+    if not low < high:
+        raise ValueError(f"x range must be increasing, got {low} .. {high}")
+    grid = torch.linspace(low, high, points, dtype=torch.float64)
+    curves = [activation_curve(spec, grid) for spec in specs]
+    plt = _pyplot()
+    columns = 2 if derivative else 1
+    figure, axes = plt.subplots(1, columns, figsize=(6.4 * columns, 4.8), squeeze=False)
+    panels = [("f(x)", "y")] + ([("f'(x) (autograd)", "dy")] if derivative else [])
+    for axis, (title, field) in zip(axes[0], panels):
+        for curve in curves:
+            axis.plot(curve.x, getattr(curve, field), label=curve.label, linewidth=1.6)
+        axis.axhline(0, color="0.8", linewidth=0.8, zorder=0)
+        axis.axvline(0, color="0.8", linewidth=0.8, zorder=0)
+        axis.set_title(title)
+        axis.set_xlabel("x")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
