@@ -1,7 +1,7 @@
 """Regenerate README.md's table of the zoo from the registry.
 
-    python scripts/update_readme.py          # rewrite README.md
-    python scripts/update_readme.py --check  # exit 1 if README.md is out of date
+python scripts/update_readme.py          # rewrite README.md
+python scripts/update_readme.py --check  # exit 1 if README.md is out of date
 """
 
 from __future__ import annotations

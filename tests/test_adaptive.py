@@ -8,10 +8,11 @@ import mpmath as mp
 import numpy as np
 import pytest
 import torch
-from conftest import build
 
 import relulab
 from relulab import functional as F
+
+from conftest import build
 
 
 def _velu_reference(

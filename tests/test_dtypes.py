@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+
 from conftest import ELEMENTWISE, build
 from reference_formulas import kinks, reference
 

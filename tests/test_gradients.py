@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CASES, build, case_id
-from reference_formulas import kinks
 
 import relulab
+
+from conftest import CASES, build, case_id
+from reference_formulas import kinks
 
 POINTS = [-4.7, -3.6, -2.4, -1.3, -0.7, -0.2, 0.3, 0.9, 1.7, 2.6, 3.4, 4.9, 6.8, -25.0, 40.0]
 

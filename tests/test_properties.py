@@ -7,12 +7,13 @@ import math
 
 import pytest
 import torch
-from conftest import ELEMENTWISE, build
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_formulas import kinks
 
 import relulab
+
+from conftest import ELEMENTWISE, build
+from reference_formulas import kinks
 
 # Functions that are x for large x and vanish for very negative x (test's own list).
 RELU_LIKE = [
@@ -87,7 +88,7 @@ def test_declared_piecewise_linearity_is_true(name):
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_declared_smoothness_is_true(name):
-    """C¹: the derivative's jump across each candidate kink vanishes (and only there can it jump)."""
+    """C¹: the derivative's jump across each candidate kink vanishes (only there can it jump)."""
     candidates = [*kinks(name, {}), 0.0, 1.0]
     h = 1e-7
     jumps = [

@@ -10,11 +10,56 @@ import relulab
 from relulab.registry import format_spec, parse_spec
 
 # The issue's list, plus timm's names (quick_gelu, hard_mish, sigmoid, tanh) and identity.
-REQUIRED = """relu relu6 leaky_relu prelu elu selu celu gelu gelu_tanh silu swish mish softplus
-hard_swish hard_sigmoid squared_relu shifted_relu smelu golu sau xatlu xgelu xsilu atlu helu velu
-smartmixed poly_relu""".split()
-TIMM_NAMES = """silu swish mish relu relu6 leaky_relu elu celu selu gelu gelu_tanh quick_gelu sigmoid
-tanh hard_sigmoid hard_swish hard_mish prelu""".split()
+REQUIRED = [
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "prelu",
+    "elu",
+    "selu",
+    "celu",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+    "swish",
+    "mish",
+    "softplus",
+    "hard_swish",
+    "hard_sigmoid",
+    "squared_relu",
+    "shifted_relu",
+    "smelu",
+    "golu",
+    "sau",
+    "xatlu",
+    "xgelu",
+    "xsilu",
+    "atlu",
+    "helu",
+    "velu",
+    "smartmixed",
+    "poly_relu",
+]
+TIMM_NAMES = [
+    "silu",
+    "swish",
+    "mish",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "celu",
+    "selu",
+    "gelu",
+    "gelu_tanh",
+    "quick_gelu",
+    "sigmoid",
+    "tanh",
+    "hard_sigmoid",
+    "hard_swish",
+    "hard_mish",
+    "prelu",
+]
 
 
 def test_the_zoo_has_every_required_activation_and_timms_names():

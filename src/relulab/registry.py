@@ -150,7 +150,8 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     if not close:
         return ""
     quoted = [repr(c) for c in close]
-    return "; did you mean " + (" or ".join(quoted) if len(quoted) <= 2 else ", ".join(quoted)) + "?"
+    listed = " or ".join(quoted) if len(quoted) <= 2 else ", ".join(quoted)
+    return f"; did you mean {listed}?"
 
 
 def resolve_name(name: str) -> str:

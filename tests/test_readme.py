@@ -1,0 +1,26 @@
+"""README: the zoo table equals the registry's, and the quick start is the two commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from relulab.zoo_table import replace_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_zoo_table_is_generated_from_the_registry():
+    text = README.read_text(encoding="utf-8")
+    assert replace_table(text) == text, "run: python scripts/update_readme.py"
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
+    text = README.read_text(encoding="utf-8")
+    quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", quick_start, re.S)
+    assert len(commands) == 2 and all("\n" not in c for c in commands)
+    assert commands[0].startswith("pip install torch==2.13.0 -e . && relulab ")
+    assert commands[1] == 'pip install torch==2.13.0 -e ".[test]" && pytest'
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1] in ci

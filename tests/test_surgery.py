@@ -1,0 +1,256 @@
+"""replace_activations on a torchvision-free ResNet-style model and on models with functional
+calls: outputs equal a hand-built model with the new activation; report right; input untouched."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import relulab
+from relulab.sites import module_sites
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, channels: int, act=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act1 = act() if act else nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.out_act = act() if act else None  # the original applies F.relu after the sum
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        out = out + x
+        return self.out_act(out) if self.out_act is not None else F.relu(out)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self, act=None):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), act() if act else nn.ReLU()
+        )
+        self.layer1 = nn.Sequential(BasicBlock(8, act), BasicBlock(8, act))
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.layer1(self.stem(x))
+        return self.head(x.mean((2, 3)))
+
+
+def _twin(original: nn.Module, act) -> nn.Module:
+    """The same network built by hand with ``act`` everywhere, with the original's weights."""
+    twin = TinyResNet(act)
+    twin.load_state_dict(original.state_dict())
+    return twin.eval()
+
+
+@pytest.fixture
+def resnet():
+    model = TinyResNet().eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_resnet_relus_become_golu_modules_and_calls_alike(resnet):
+    x = torch.randn(2, 3, 8, 8)
+    before = copy.deepcopy(resnet.state_dict())
+    expected_before = resnet(x)
+    new, report = relulab.replace_activations(resnet, "relu", "golu")
+    torch.testing.assert_close(new(x), _twin(resnet, relulab.GoLU)(x), rtol=0, atol=0)
+    modules = sorted(r.path for r in report.replaced if r.kind == "module")
+    assert modules == ["layer1.0.act1", "layer1.1.act1", "stem.2"]
+    assert len([r for r in report.replaced if r.kind == "call"]) == 2  # the F.relu after each sum
+    assert {(r.old, r.new) for r in report.replaced} == {
+        ("relu", "golu(scale=1.0, shift=1.0, growth=1.0, trainable=False)")
+    }
+    # the input model is untouched
+    assert all(type(s.module) is nn.ReLU for s in module_sites(resnet))
+    assert all(torch.equal(before[k], v) for k, v in resnet.state_dict().items())
+    torch.testing.assert_close(resnet(x), expected_before, rtol=0, atol=0)
+
+
+def test_modules_only_keeps_the_model_class(resnet):
+    new, report = relulab.replace_activations(resnet, nn.ReLU, "mish", functional=False)
+    assert type(new) is TinyResNet and len(report) == 3
+    assert isinstance(new.stem[2], relulab.Mish)
+
+
+def test_inplace_modifies_the_given_model(resnet):
+    new, _ = relulab.replace_activations(resnet, "relu", "silu", inplace=True, functional=False)
+    assert new is resnet and isinstance(resnet.layer1[0].act1, relulab.SiLU)
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3, self.fc4 = (nn.Linear(6, 6) for _ in range(4))
+
+    def forward(self, x):
+        a = F.relu(self.fc1(x))
+        b = torch.relu(self.fc2(a))
+        c = self.fc3(b).relu()
+        d = F.leaky_relu(c, 0.2)
+        e = F.gelu(self.fc4(d), approximate="tanh")
+        return torch.tanh(e) + a
+
+
+class FunctionalByHand(Functional):
+    def __init__(self, relu, leaky, gelu, tanh):
+        super().__init__()
+        self.relu, self.leaky, self.gelu, self.tanh = relu, leaky, gelu, tanh
+
+    def forward(self, x):
+        a = self.relu(self.fc1(x))
+        b = self.relu(self.fc2(a))
+        c = self.relu(self.fc3(b))
+        d = self.leaky(c)
+        e = self.gelu(self.fc4(d))
+        return self.tanh(e) + a
+
+
+def _by_hand(
+    model,
+    relu=torch.relu,
+    leaky=lambda t: F.leaky_relu(t, 0.2),
+    gelu=lambda t: F.gelu(t, approximate="tanh"),
+    tanh=torch.tanh,
+):
+    twin = FunctionalByHand(relu, leaky, gelu, tanh)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def test_functional_relu_calls_of_every_form_are_replaced():
+    model = Functional()
+    x = torch.randn(5, 6)
+    new, report = relulab.replace_activations(model, "relu", "smelu(beta=0.5)")
+    assert isinstance(new, torch.fx.GraphModule)
+    assert [r.kind for r in report.replaced] == ["call"] * 3
+    torch.testing.assert_close(new(x), _by_hand(model, relu=relulab.SmeLU(0.5))(x), rtol=0, atol=0)
+
+
+def test_a_module_class_also_matches_the_equivalent_calls():
+    model = Functional()
+    _, report = relulab.replace_activations(model, nn.ReLU, "gelu")
+    assert len(report) == 3
+
+
+def test_sites_carry_their_arguments_so_a_spec_rebuilds_them_exactly():
+    model = Functional()
+    x = torch.randn(5, 6)
+    # Replace every site by relulab's own version of what was there.
+    new, report = relulab.replace_activations(
+        model, "*", lambda site: relulab.get_activation(site.spec)
+    )
+    assert sorted(r.old for r in report.replaced) == sorted(
+        ["relu", "relu", "relu", "leaky_relu(negative_slope=0.2)", "gelu_tanh", "tanh"]
+    )
+    torch.testing.assert_close(new(x), model(x), rtol=1e-6, atol=1e-7)
+
+
+def test_predicates_select_sites():
+    model = Functional()
+    _, report = relulab.replace_activations(
+        model, lambda site: site.activation in {"tanh", "gelu_tanh"}, "identity"
+    )
+    assert sorted(r.old for r in report.replaced) == ["gelu_tanh", "tanh"]
+
+
+class InPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.fc(x)
+        F.relu(h, inplace=True)  # h itself is now activated
+        return self.out(h)
+
+
+def test_in_place_calls_keep_their_meaning():
+    model = InPlace()
+    x = torch.randn(3, 4)
+    new, report = relulab.replace_activations(model, "relu", "golu")
+    assert len(report) == 1
+    want = model.out(relulab.GoLU()(model.fc(x)))
+    torch.testing.assert_close(new(x), want, rtol=0, atol=0)
+
+
+def test_timm_activation_classes_are_recognised_by_name():
+    GELUTanh = type(
+        "GELUTanh", (nn.Module,), {"forward": lambda self, x: F.gelu(x, approximate="tanh")}
+    )
+    GELUTanh.__module__ = "timm.layers.activations"
+    model = nn.Sequential(nn.Linear(3, 3), GELUTanh())
+    new, report = relulab.replace_activations(model, "gelu_tanh", "xgelu")
+    assert [r.old for r in report.replaced] == ["gelu_tanh"] and isinstance(new[1], relulab.XGELU)
+
+
+def test_torch_module_arguments_appear_in_the_report():
+    model = nn.Sequential(
+        nn.LeakyReLU(0.3), nn.GELU(approximate="tanh"), nn.ELU(alpha=2.0), nn.Softplus(beta=2.0)
+    )
+    _, report = relulab.replace_activations(model, "*", "relu")
+    assert [r.old for r in report.replaced] == [
+        "leaky_relu(negative_slope=0.3)",
+        "gelu_tanh",
+        "elu(alpha=2.0)",
+        "softplus(beta=2.0, threshold=20.0)",
+    ]
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: fx cannot trace this
+            return self.act(x)
+        return F.relu(-x)
+
+
+def test_untraceable_models_still_get_their_modules_replaced():
+    new, report = relulab.replace_activations(Branchy(), "relu", "mish")
+    assert isinstance(new.act, relulab.Mish) and len(report) == 1
+    assert report.trace_error and "functional calls not examined" in str(report)
+
+
+def test_a_shared_module_stays_shared():
+    shared = nn.ReLU()
+    model = nn.Sequential(nn.Linear(2, 2), shared, nn.Linear(2, 2), shared)
+    new, report = relulab.replace_activations(model, "relu", "prelu", functional=False)
+    assert new[1] is new[3] and isinstance(new[1], relulab.PReLU)
+    assert sorted(r.path for r in report.replaced) == ["1", "3"]
+
+
+def test_the_model_itself_can_be_the_activation():
+    new, report = relulab.replace_activations(nn.ReLU(), "relu", "gelu")
+    assert isinstance(new, relulab.GELU) and len(report) == 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("rleu", "gelu", "did you mean 'relu'"),
+        ("relu", "gleu", "unknown activation 'gleu'"),
+        ("zzz*", "gelu", "matches no activation"),
+        (3, "gelu", "old must be"),
+        ("relu", 3, "new must be"),
+    ],
+)
+def test_bad_requests_fail_before_the_model_is_touched(resnet, old, new, message):
+    with pytest.raises(ValueError, match=message):
+        relulab.replace_activations(resnet, old, new, inplace=True)
+    assert all(type(s.module) is nn.ReLU for s in module_sites(resnet))
