@@ -10,11 +10,8 @@ from pathlib import Path
 
 import torch
 
+from relulab.optional import require
 from relulab.registry import get_activation
-
-
-class MissingDependencyError(ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
 
 
 @dataclass(frozen=True)
@@ -47,17 +44,10 @@ def activation_curve(spec: str, x: torch.Tensor) -> Curve:
     )
 
 
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError(
-            "plotting needs matplotlib: pip install 'relulab[plot]'"
-        ) from None
-    return plt
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (files only, no display)."""
+    require("matplotlib", extra="plot", purpose="plotting").use("Agg")
+    return require("matplotlib.pyplot", extra="plot", purpose="plotting")
 
 
 def plot_activations(
@@ -77,7 +67,7 @@ def plot_activations(
         raise ValueError(f"x range must be increasing, got {low} .. {high}")
     grid = torch.linspace(low, high, points, dtype=torch.float64)
     curves = [activation_curve(spec, grid) for spec in specs]
-    plt = _pyplot()
+    plt = pyplot()
     columns = 2 if derivative else 1
     figure, axes = plt.subplots(1, columns, figsize=(6.4 * columns, 4.8), squeeze=False)
     panels = [("f(x)", "y")] + ([("f'(x) (autograd)", "dy")] if derivative else [])

@@ -139,7 +139,7 @@ def _complete_docstring(doc: str, info: ActivationInfo) -> str:
     return head + sections + marker + example if marker else doc + "\n" + sections
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
+def did_you_mean(word: str, choices: list[str]) -> str:
     """'; did you mean 'x'?' with the closest choices (those nearly as close as the best)."""
     scored = sorted(
         ((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), reverse=True
@@ -163,7 +163,7 @@ def resolve_name(name: str) -> str:
         return key
     if key in _ALIASES:
         return _ALIASES[key]
-    suggestion = _did_you_mean(key, sorted(_ACTIVATIONS))
+    suggestion = did_you_mean(key, sorted(_ACTIVATIONS))
     if not suggestion:
         close_alias = difflib.get_close_matches(key, sorted(_ALIASES), n=1, cutoff=0.6)
         suggestion = f"; did you mean {_ALIASES[close_alias[0]]!r}?" if close_alias else ""
@@ -241,7 +241,7 @@ def bind_arguments(name: str, args: list[Any], kwargs: dict[str, Any]) -> dict[s
     for key in kwargs:
         if key not in info.parameters:
             accepted = ", ".join(parameter_names) or "no arguments"
-            hint = _did_you_mean(key, parameter_names) or f" (accepted: {accepted})"
+            hint = did_you_mean(key, parameter_names) or f" (accepted: {accepted})"
             raise ValueError(f"unknown argument {key!r} for activation {info.name!r}{hint}")
     if len(args) > len(parameter_names):
         raise ValueError(

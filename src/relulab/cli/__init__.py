@@ -16,11 +16,11 @@ from collections.abc import Sequence
 import torch
 
 import relulab
-from relulab.cli import listing, plot, show
-from relulab.plot import MissingDependencyError
+from relulab.cli import bench, listing, plot, show
+from relulab.optional import MissingDependencyError
 
 EXIT_USAGE = 2
-COMMANDS = (listing, show, plot)
+COMMANDS = (bench, listing, show, plot)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="relulab",
         description="ReLU and its relatives: an exact activation zoo for PyTorch.",
-        epilog="examples:\n  relulab list '*relu*'\n  relulab show golu\n"
+        epilog="examples:\n  relulab bench\n  relulab list '*relu*'\n  relulab show golu\n"
         "  relulab plot relu gelu mish --derivative -o zoo.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,0 +1,240 @@
+"""Benchmark tasks: a name, data with a fixed split, a model factory, a metric, defaults.
+
+Register your own with :func:`register_task`::
+
+    @register_task
+    @dataclass(frozen=True)
+    class Moons(Task):
+        name = "moons"
+        def load(self) -> TaskData: ...
+        def model(self, activation, data) -> nn.Module: ...
+
+The split is fixed per task (it does not change with the trial seed), so that every replica
+is tested on the same examples and their predictions can be compared.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from relulab.bench import table
+from relulab.bench.models import MLP, ActivationFactory, Conv1dNet, DigitsCNN
+from relulab.optional import require
+from relulab.registry import did_you_mean
+
+DATA_SEED = 0  # the split and any sampling of the data; trials vary only init and order
+
+
+@dataclass(frozen=True)
+class TaskData:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """Base class of a benchmark task (a frozen dataclass, so instances are hashable)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    metric: ClassVar[str] = "accuracy"
+    epochs: ClassVar[dict[str, int]] = {"quick": 20, "full": 60}
+    batch_size: ClassVar[int] = 64
+    learning_rate: ClassVar[float] = 3e-3
+
+    def load(self) -> TaskData:
+        raise NotImplementedError
+
+    def model(self, activation: ActivationFactory, data: TaskData) -> nn.Module:
+        raise NotImplementedError
+
+    def score(self, probabilities: torch.Tensor, labels: torch.Tensor) -> float:
+        """The task's metric (higher is better); accuracy unless a task overrides it."""
+        return float((probabilities.argmax(1) == labels).double().mean())
+
+    def data(self) -> TaskData:
+        return _cached_data(self)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_data(task: Task) -> TaskData:
+    return task.load()
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available by its ``name`` to ``relulab bench --tasks``."""
+    if not cls.name:
+        raise ValueError(f"task class {cls.__name__} has no name")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def list_tasks() -> list[str]:
+    return sorted(TASKS)
+
+
+def get_task(name: str, **arguments) -> Task:
+    """A task by name; ValueError with the closest names for an unknown one."""
+    if name not in TASKS:
+        hint = did_you_mean(name, list_tasks()) or f" (tasks: {', '.join(list_tasks())})"
+        raise ValueError(f"unknown task {name!r}{hint}")
+    return TASKS[name](**arguments)
+
+
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, seed: int = DATA_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices with each class split in the same proportion."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        cut = max(1, round(len(members) * test_fraction))
+        test.extend(members[:cut])
+        train.extend(members[cut:])
+    return np.sort(np.asarray(train)), np.sort(np.asarray(test))
+
+
+def _standardised(x_train: np.ndarray, x_test: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = x_train.mean(0), x_train.std(0)
+    std[std == 0] = 1.0
+    as_tensor = functools.partial(torch.as_tensor, dtype=torch.float32)
+    return as_tensor((x_train - mean) / std), as_tensor((x_test - mean) / std)
+
+
+def _task_data(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> TaskData:
+    x_train, x_test = _standardised(x[train], x[test])
+    labels = torch.as_tensor(y, dtype=torch.long)
+    return TaskData(x_train, labels[train], x_test, labels[test], int(y.max()) + 1)
+
+
+@register_task
+@dataclass(frozen=True)
+class Spirals(Task):
+    """Three interleaved noisy 2-D spirals; an MLP with two hidden layers of 64."""
+
+    name: ClassVar[str] = "spirals"
+    description: ClassVar[str] = "3-class noisy 2-D spirals, MLP 2-64-64-3"
+    epochs: ClassVar[dict[str, int]] = {"quick": 30, "full": 100}
+    points_per_class: int = 300
+    noise: float = 0.7  # radians of angular noise; leaves ReLU near 88% so activations can differ
+
+    def load(self) -> TaskData:
+        rng = np.random.default_rng(DATA_SEED)
+        radius = np.tile(np.linspace(0.05, 1.0, self.points_per_class), 3)
+        labels = np.repeat(np.arange(3), self.points_per_class)
+        angle = 4.0 * radius + labels * (2 * math.pi / 3) + rng.normal(0, self.noise, radius.shape)
+        x = np.stack([radius * np.sin(angle), radius * np.cos(angle)], 1)
+        train, test = stratified_split(labels, 1 / 3)
+        return _task_data(x, labels, train, test)
+
+    def model(self, activation: ActivationFactory, data: TaskData) -> nn.Module:
+        return MLP(2, (64, 64), data.classes, activation)
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    datasets = require(
+        "sklearn.datasets", extra="bench", purpose="the digits task", package="scikit-learn"
+    )
+    digits = datasets.load_digits()
+    return digits.data.astype(np.float64), digits.target
+
+
+@register_task
+@dataclass(frozen=True)
+class Digits(Task):
+    """scikit-learn's bundled 8×8 handwritten digits (1797 images); MLP 64-128-128-10."""
+
+    name: ClassVar[str] = "digits"
+    description: ClassVar[str] = "sklearn's 8x8 digits, MLP 64-128-128-10"
+    epochs: ClassVar[dict[str, int]] = {"quick": 20, "full": 60}
+    learning_rate: ClassVar[float] = 1e-3
+
+    def load(self) -> TaskData:
+        x, y = _digits()
+        train, test = stratified_split(y, 0.25)
+        return _task_data(x, y, train, test)
+
+    def model(self, activation: ActivationFactory, data: TaskData) -> nn.Module:
+        return MLP(64, (128, 128), data.classes, activation)
+
+
+@register_task
+@dataclass(frozen=True)
+class DigitsCNNTask(Digits):
+    """The digits with a small CNN: two 3×3 convolutions, max-pool, linear."""
+
+    name: ClassVar[str] = "digits_cnn"
+    description: ClassVar[str] = "sklearn's 8x8 digits, CNN conv16-conv32-pool-linear"
+    epochs: ClassVar[dict[str, int]] = {"quick": 15, "full": 40}
+
+    def model(self, activation: ActivationFactory, data: TaskData) -> nn.Module:
+        return DigitsCNN(data.classes, activation)
+
+
+@register_task
+@dataclass(frozen=True)
+class MNIST1D(Task):
+    """MNIST-1D (Greydanus 2020): 4000/1000 length-40 signals made by the `mnist1d` package's
+    own generator (no download); its 1-D CNN."""
+
+    name: ClassVar[str] = "mnist1d"
+    description: ClassVar[str] = "MNIST-1D (generated offline), 1-D CNN with 3 conv layers"
+    epochs: ClassVar[dict[str, int]] = {"quick": 15, "full": 50}
+    batch_size: ClassVar[int] = 100
+    learning_rate: ClassVar[float] = 3e-3
+
+    def load(self) -> TaskData:
+        generator = require(
+            "mnist1d.data", extra="bench", purpose="the mnist1d task", package="mnist1d"
+        )
+        # make_dataset seeds numpy's global generator (with the published seed, 42); put it back.
+        state = np.random.get_state()
+        try:
+            dataset = generator.make_dataset(generator.get_dataset_args())
+        finally:
+            np.random.set_state(state)
+        as_tensor = functools.partial(torch.as_tensor, dtype=torch.float32)
+        return TaskData(
+            as_tensor(dataset["x"]),
+            torch.as_tensor(dataset["y"], dtype=torch.long),
+            as_tensor(dataset["x_test"]),
+            torch.as_tensor(dataset["y_test"], dtype=torch.long),
+            10,
+        )
+
+    def model(self, activation: ActivationFactory, data: TaskData) -> nn.Module:
+        return Conv1dNet(data.x_train.shape[1], data.classes, activation)
+
+
+@register_task
+@dataclass(frozen=True)
+class Table(Task):
+    """The user's own table (``--data FILE --target COLUMN``): numeric features, standardised;
+    a class label column; a stratified 80/20 split; an MLP 64-64."""
+
+    name: ClassVar[str] = "table"
+    description: ClassVar[str] = "your CSV or NPZ file (--data FILE --target COLUMN), MLP"
+    path: str = ""
+    target: str = ""
+
+    def load(self) -> TaskData:
+        x, y = table.load_table(self.path, self.target)
+        train, test = stratified_split(y, 0.2)
+        return _task_data(x, y, train, test)
+
+    def model(self, activation: ActivationFactory, data: TaskData) -> nn.Module:
+        return MLP(data.x_train.shape[1], (64, 64), data.classes, activation)

@@ -1,0 +1,209 @@
+"""One trial: train one task's model with one activation from one seed, and measure it.
+
+A trial is a pure function of its :class:`TrialSpec` on CPU: the seed fixes the initial
+weights (identical for every activation, see :func:`paired_init`) and the order of the data,
+the thread count is fixed, and deterministic algorithms are enforced, so a rerun gives
+bit-identical weights, predictions and metrics. Only the wall-clock timings differ.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from relulab.bench.models import paired_init
+from relulab.bench.stats import expected_calibration_error
+from relulab.bench.tasks import Task, TaskData
+from relulab.registry import REQUIRED, activation_info, get_activation, parse_spec
+from relulab.sites import module_sites
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything that determines a trial's outcome."""
+
+    task: Task
+    activation: str
+    seed: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    threads: int = 1
+
+    @property
+    def trial_id(self) -> str:
+        """``<task>-<activation>-s<seed>``, safe as a directory name."""
+        slug = re.sub(r"[^A-Za-z0-9_.]+", "-", self.activation).strip("-")
+        return f"{self.task.name}-{slug}-s{self.seed}"
+
+
+@dataclass
+class TrialOutcome:
+    result: dict[str, Any]
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    probabilities: np.ndarray | None = None
+
+
+def activation_for_width(spec: str, features: int) -> nn.Module:
+    """``get_activation(spec)``, telling it the layer's width if it needs one (SmartMixed)."""
+    name, arguments = parse_spec(spec)
+    if activation_info(name).parameters.get("num_features", None) is REQUIRED:
+        arguments.setdefault("num_features", features)
+    return get_activation(name, **arguments)
+
+
+def _auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
+    """Regularisers that activations ask for (VeLU's W₂ term): modules with ``aux_loss``."""
+    terms = [m.aux_loss for m in model.modules() if getattr(m, "aux_loss", None) is not None]
+    return sum(terms) if terms else 0.0
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, data: TaskData) -> tuple[float, torch.Tensor]:
+    model.eval()
+    logits = model(data.x_test)
+    return float(F.cross_entropy(logits, data.y_test)), torch.softmax(logits.double(), dim=1)
+
+
+def saved_bytes_per_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes that one training step keeps alive for backward, beyond weights and the batch.
+
+    Every tensor autograd saves during the forward pass and loss (``saved_tensors_hooks``)
+    is counted once, by its own size; tensors that live in a parameter's or the input's
+    storage are resident anyway and not counted.
+    """
+    resident = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    resident.add(x.untyped_storage().data_ptr())
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.untyped_storage().data_ptr() not in resident:
+            size = tensor.numel() * tensor.element_size()
+            seen[tensor.data_ptr()] = max(size, seen.get(tensor.data_ptr(), 0))
+        return tensor
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = F.cross_entropy(model(x), y) + _auxiliary_loss(model)
+    del loss
+    return sum(seen.values())
+
+
+@torch.no_grad()
+def activation_statistics(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
+    """Per activation layer, on inputs ``x`` (eval mode):
+
+    - ``dead_fraction``: units (channels, dim 1) whose pre-activation is ≤ 0 for every input
+      and position, i.e. that never leave the activation's negative side;
+    - ``sparsity``: the fraction of outputs that are exactly 0.
+    """
+    records: dict[str, dict[str, Any]] = {}
+    handles = []
+    for site in module_sites(model):
+
+        def hook(module, inputs, output, path=site.path):
+            pre = inputs[0]
+            positive = (pre > 0).transpose(0, 1).reshape(pre.shape[1], -1).any(1)
+            record = records.setdefault(
+                path, {"ever_positive": torch.zeros_like(positive), "zeros": 0, "total": 0}
+            )
+            record["ever_positive"] |= positive
+            record["zeros"] += int((output == 0).sum())
+            record["total"] += output.numel()
+
+        handles.append(site.module.register_forward_hook(hook))
+    try:
+        model.eval()
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [
+        {
+            "layer": path,
+            "dead_fraction": float((~r["ever_positive"]).double().mean()),
+            "sparsity": r["zeros"] / r["total"],
+        }
+        for path, r in records.items()
+    ]
+
+
+def run_trial(spec: TrialSpec) -> TrialOutcome:
+    """Train and measure one trial (see the module docstring for what makes it repeatable)."""
+    torch.set_num_threads(spec.threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(spec.seed)  # randomness inside activations, e.g. SmartMixed's sampling
+    data = spec.task.data()
+    model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
+    paired_init(model, spec.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+    order = torch.Generator().manual_seed(spec.seed)
+    saved_bytes = saved_bytes_per_step(
+        model, data.x_train[: spec.batch_size], data.y_train[: spec.batch_size]
+    )
+
+    epochs: list[dict[str, Any]] = []
+    status, diverged_at = "ok", None
+    for epoch in range(1, spec.epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        total_loss = 0.0
+        for batch in torch.randperm(len(data.y_train), generator=order).split(spec.batch_size):
+            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+            loss = loss + _auxiliary_loss(model)
+            if not torch.isfinite(loss):
+                status, diverged_at = "diverged", epoch
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(batch)
+        seconds = time.perf_counter() - start
+        if status == "diverged":
+            break
+        test_loss, probabilities = _evaluate(model, data)
+        epochs.append(
+            {
+                "epoch": epoch,
+                "train_loss": total_loss / len(data.y_train),
+                "test_loss": test_loss,
+                "test_accuracy": spec.task.score(probabilities, data.y_test),
+                "seconds": seconds,
+            }
+        )
+
+    test_loss, probabilities = _evaluate(model, data)
+    finite = bool(torch.isfinite(probabilities).all())
+    if not finite:
+        status = "diverged"
+    labels = data.y_test.numpy()
+    result = {
+        "task": spec.task.name,
+        "activation": spec.activation,
+        "seed": spec.seed,
+        "status": status,
+        "diverged_at_epoch": diverged_at,
+        "test_accuracy": spec.task.score(probabilities, data.y_test) if finite else math.nan,
+        "test_loss": test_loss if finite else math.nan,
+        "ece": expected_calibration_error(probabilities.numpy(), labels) if finite else math.nan,
+        "saved_bytes_per_step": saved_bytes,
+        "batch_size": spec.batch_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "layers": activation_statistics(model, data.x_train) if finite else [],
+        "timing": {
+            "seconds_per_epoch": [e["seconds"] for e in epochs],
+            "mean_seconds_per_epoch": float(np.mean([e["seconds"] for e in epochs]))
+            if epochs
+            else math.nan,
+        },
+    }
+    return TrialOutcome(result, epochs, probabilities.float().numpy())

@@ -1,0 +1,66 @@
+"""Benchmark statistics against hand-worked examples and scipy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from relulab.bench import stats
+
+
+def test_summary_is_mean_sample_std_and_t_interval():
+    values = [0.91, 0.93, 0.94, 0.90]
+    got = stats.summary(values)
+    low, high = scipy_stats.t.interval(0.95, 3, loc=np.mean(values), scale=scipy_stats.sem(values))
+    assert got["n"] == 4
+    assert got["mean"] == pytest.approx(0.92)
+    assert got["std"] == pytest.approx(np.std(values, ddof=1))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high))
+
+
+def test_summary_of_one_value_has_no_spread_and_skips_nan():
+    got = stats.summary([0.5, math.nan])
+    assert got["n"] == 1 and got["mean"] == 0.5 and math.isnan(got["std"]) and math.isnan(got["ci_low"])
+
+
+def test_paired_t_test_matches_scipy_and_drops_broken_pairs():
+    treatment, baseline = [0.90, 0.95, 0.93, math.nan], [0.88, 0.91, 0.92, 0.97]
+    difference, p = stats.paired_t_test(treatment, baseline)
+    assert difference == pytest.approx(np.mean([0.02, 0.04, 0.01]))
+    assert p == pytest.approx(scipy_stats.ttest_rel(treatment[:3], baseline[:3]).pvalue)
+
+
+def test_paired_t_test_without_variance_tests_nothing():
+    difference, p = stats.paired_t_test([0.9, 0.9, 0.9], [0.8, 0.8, 0.8])
+    assert difference == pytest.approx(0.1) and math.isnan(p)
+
+
+def test_holm_adjustment_worked_example():
+    # p sorted: 0.01 (×4), 0.02 (×3), 0.03 (×2), 0.5 (×1) → 0.04, 0.06, 0.06 (monotone), 0.5
+    adjusted = stats.holm({"a": 0.03, "b": 0.01, "c": 0.5, "d": 0.02, "e": math.nan})
+    assert adjusted["b"] == pytest.approx(0.04)
+    assert adjusted["d"] == pytest.approx(0.06)
+    assert adjusted["a"] == pytest.approx(0.06)
+    assert adjusted["c"] == pytest.approx(0.5)
+    assert math.isnan(adjusted["e"])
+
+
+def test_prediction_difference_worked_example():
+    a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    b = np.array([[0.7, 0.3], [0.6, 0.4], [0.6, 0.4]])
+    c = a.copy()
+    got = stats.prediction_difference([a, b, c])
+    # pairs (a,b), (a,c), (b,c): top-1 disagreements 1/3, 0, 1/3; TV 0.2, 0, 0.2 per example mean
+    assert got["pairs"] == 3
+    assert got["top1"] == pytest.approx((1 / 3 + 0 + 1 / 3) / 3)
+    assert got["total_variation"] == pytest.approx(((0.2 + 0.4 + 0.0) / 3 * 2) / 3)
+
+
+def test_expected_calibration_error_worked_example():
+    # Two confidence bins: {0.95, 0.95} both right → |1 − 0.95|; {0.55, 0.55} one right → |0.5 − 0.55|.
+    probabilities = np.array([[0.95, 0.05], [0.05, 0.95], [0.55, 0.45], [0.45, 0.55]])
+    labels = np.array([0, 1, 0, 0])
+    assert stats.expected_calibration_error(probabilities, labels) == pytest.approx(0.5 * 0.05 + 0.5 * 0.05)
