@@ -23,7 +23,12 @@ def test_summary_is_mean_sample_std_and_t_interval():
 
 def test_summary_of_one_value_has_no_spread_and_skips_nan():
     got = stats.summary([0.5, math.nan])
-    assert got["n"] == 1 and got["mean"] == 0.5 and math.isnan(got["std"]) and math.isnan(got["ci_low"])
+    assert (
+        got["n"] == 1
+        and got["mean"] == 0.5
+        and math.isnan(got["std"])
+        and math.isnan(got["ci_low"])
+    )
 
 
 def test_paired_t_test_matches_scipy_and_drops_broken_pairs():
@@ -60,7 +65,9 @@ def test_prediction_difference_worked_example():
 
 
 def test_expected_calibration_error_worked_example():
-    # Two confidence bins: {0.95, 0.95} both right → |1 − 0.95|; {0.55, 0.55} one right → |0.5 − 0.55|.
+    # Two bins: {0.95, 0.95} both right → |1 − 0.95|; {0.55, 0.55} one right → |0.5 − 0.55|.
     probabilities = np.array([[0.95, 0.05], [0.05, 0.95], [0.55, 0.45], [0.45, 0.55]])
     labels = np.array([0, 1, 0, 0])
-    assert stats.expected_calibration_error(probabilities, labels) == pytest.approx(0.5 * 0.05 + 0.5 * 0.05)
+    assert stats.expected_calibration_error(probabilities, labels) == pytest.approx(
+        0.5 * 0.05 + 0.5 * 0.05
+    )

@@ -67,7 +67,18 @@ def test_npz_tables(tmp_path):
 
 def test_the_cli_reports_a_malformed_csv_in_one_line_with_exit_2(tmp_path, capsys):
     path = write(tmp_path, "a,b,label\n1,2,cat\n3,x,dog\n")
-    code = main(["bench", "--data", str(path), "--target", "label", "--out", str(tmp_path / "runs"), "--quiet"])
+    code = main(
+        [
+            "bench",
+            "--data",
+            str(path),
+            "--target",
+            "label",
+            "--out",
+            str(tmp_path / "runs"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.endswith("line 3, column 'b': 'x' is not a number") and "\n" not in err
     assert not (tmp_path / "runs").exists()  # nothing started
@@ -75,9 +86,12 @@ def test_the_cli_reports_a_malformed_csv_in_one_line_with_exit_2(tmp_path, capsy
 
 def test_a_csv_trains_end_to_end(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    rows = ["f1,f2,kind"] + [f"{a:.3f},{b:.3f},{'ab'[int(a > b)]}" for a, b in rng.normal(size=(60, 2))]
+    rows = ["f1,f2,kind"] + [
+        f"{a:.3f},{b:.3f},{'ab'[int(a > b)]}" for a, b in rng.normal(size=(60, 2))
+    ]
     path = write(tmp_path, "\n".join(rows) + "\n")
-    code = main(["bench", "--data", str(path), "--target", "kind", "--acts", "relu", "gelu",
-                 "--seeds", "2", "--epochs", "3", "--out", str(tmp_path / "runs"), "--json"])  # fmt: skip
+    out = str(tmp_path / "runs")
+    options = ["--acts", "relu", "gelu", "--seeds", "2", "--epochs", "3", "--out", out, "--json"]
+    code = main(["bench", "--data", str(path), "--target", "kind", *options])
     assert code == 0
     assert "table" in capsys.readouterr().out

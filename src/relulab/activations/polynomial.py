@@ -62,4 +62,4 @@ class PolyReLU(Activation):
         self.coefficients = nn.Parameter(start)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.poly_relu(x, self.coefficients)
+        return F.poly_relu(x, [self.coefficients[k] for k in range(self.degree + 1)])

@@ -24,6 +24,32 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 F = TypeVar("F", bound=Callable[..., Tensor])
 
 
+# |x| beyond which Φ(x) is exactly 0 or 1 and φ(x) exactly 0 in float64 (and so in float32).
+NORMAL_SATURATION = 40.0
+# |t| beyond which σ(t) is exactly 0 or 1 in float64: σ(−745) is the last nonzero value.
+SIGMOID_SATURATION = 800.0
+
+
+# The dtype decisions below are torch.fx leaf functions, so that modules using them can be
+# symbolically traced (fx cannot branch on a traced tensor's dtype).
+@torch.fx.wrap
+def to_compute_dtype(x: Tensor) -> Tensor:
+    """float32 for float16/bfloat16 input, the input itself otherwise."""
+    return x.float() if x.dtype in _LOW_PRECISION else x
+
+
+@torch.fx.wrap
+def like(result: Tensor, x: Tensor) -> Tensor:
+    """``result`` cast back to the dtype of ``x``."""
+    return result if result.dtype == x.dtype else result.to(x.dtype)
+
+
+@torch.fx.wrap
+def log_max(x: Tensor) -> float:
+    """Largest t with exp(t) finite in the dtype of ``x``, less a margin of 1."""
+    return math.log(torch.finfo(x.dtype).max) - 1.0
+
+
 def upcast_low_precision(fn: F) -> F:
     """Evaluate ``fn`` in float32 for float16/bfloat16 input and cast the result back.
 
@@ -33,23 +59,39 @@ def upcast_low_precision(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(x: Tensor, *args, **kwargs) -> Tensor:
-        if x.dtype in _LOW_PRECISION:
-            return fn(x.float(), *args, **kwargs).to(x.dtype)
-        return fn(x, *args, **kwargs)
+        return like(fn(to_compute_dtype(x), *args, **kwargs), x)
 
     return wrapper  # type: ignore[return-value]
 
 
 def normal_cdf(x: Tensor) -> Tensor:
-    """Φ(x) through erfc, accurate in both tails (1 + erf(x/√2) cancels to 0 for x ≪ 0)."""
-    return 0.5 * torch.special.erfc(-x * INV_SQRT_2)
+    """Φ(x) through erfc, accurate in both tails (1 + erf(x/√2) cancels to 0 for x ≪ 0).
+
+    The argument is clamped where Φ is already exactly 0 or 1, which changes no value and
+    keeps x² out of the derivatives (x·φ(x) would be ∞·0 at the dtype's maximum).
+    """
+    return 0.5 * torch.special.erfc(-x.clamp(-NORMAL_SATURATION, NORMAL_SATURATION) * INV_SQRT_2)
+
+
+def saturating_sigmoid(t: Tensor) -> Tensor:
+    """σ(t), with t clamped where σ is already exactly 0 or 1 (so βx = ±∞ never appears)."""
+    return torch.sigmoid(t.clamp(-SIGMOID_SATURATION, SIGMOID_SATURATION))
+
+
+def stable_softplus(v: Tensor) -> Tensor:
+    """log(1 + eᵛ), exact everywhere and with finite derivatives of every order.
+
+    Two branches on safe inputs: log1p(eᵛ) for v ≤ 0 and v + log1p(e⁻ᵛ) for v > 0; each sees
+    only arguments where its exponential is ≤ 1, so nothing overflows in any backward pass.
+    """
+    positive = v > 0
+    right = torch.where(positive, v, 0.0)
+    left = torch.where(positive, 0.0, v)
+    return torch.where(
+        positive, right + torch.log1p(torch.exp(-right)), torch.log1p(torch.exp(left))
+    )
 
 
 def normal_pdf(x: Tensor) -> Tensor:
     """φ(x) = exp(-x²/2)/√(2π)."""
     return torch.exp(-0.5 * x * x) * INV_SQRT_2PI
-
-
-def log_max(dtype: torch.dtype) -> float:
-    """Largest t with exp(t) finite in ``dtype``, less a margin of 1."""
-    return math.log(torch.finfo(dtype).max) - 1.0

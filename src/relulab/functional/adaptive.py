@@ -13,6 +13,7 @@ from relulab.functional.exponential import elu, selu
 from relulab.functional.gated import sigmoid, tanh
 from relulab.functional.rectifiers import leaky_relu, relu
 
+_VELU_STATISTIC_CAP = 1e18
 SMARTMIXED_CANDIDATES = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu")
 _SMARTMIXED_FUNCTIONS = (relu, sigmoid, tanh, leaky_relu, elu, selu)
 
@@ -42,7 +43,9 @@ def velu(
         inside, torch.asin(torch.where(inside, u, 0.0)), (math.pi / 2) * torch.sign(u.detach())
     )
     mix = torch.atan(beta1 * x) + arcsin
-    inverse_rms = torch.rsqrt(x.square().mean(dim, keepdim=True) + eps)
+    # Clamping at 1e18 keeps x² finite; where it acts, r < 1e-18 and the scale is 1 exactly.
+    magnitude = x.clamp(-_VELU_STATISTIC_CAP, _VELU_STATISTIC_CAP)
+    inverse_rms = torch.rsqrt(magnitude.square().mean(dim, keepdim=True) + eps)
     adaptive = 1.0 + gamma * torch.tanh(mu * inverse_rms)
     return scale * (x * torch.sigmoid(alpha * mix) * adaptive)
 
@@ -81,6 +84,12 @@ def smartmixed_select(x: Tensor, choice: Tensor) -> Tensor:
 
     Computes each candidate only on its own features, as the authors' vectorised phase 2.
     """
+    count = len(_SMARTMIXED_FUNCTIONS)
+    if x.dim() < 2 or x.shape[1] != len(choice) or bool(((choice < 0) | (choice >= count)).any()):
+        raise ValueError(
+            f"smartmixed_select: expected x of shape (N, {len(choice)}, ...) and choices in "
+            f"0..{count - 1}, got x of shape {tuple(x.shape)}"
+        )
     out = torch.empty_like(x)
     for k, fn in enumerate(_SMARTMIXED_FUNCTIONS):
         index = (choice == k).nonzero().flatten()

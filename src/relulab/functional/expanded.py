@@ -1,4 +1,8 @@
-"""Expanded gating ranges (Huang 2024): x·((1 + 2α)·g(x) − α) for arctan, Φ and σ gates."""
+"""Expanded gating ranges (Huang 2024): x·((1 + 2α)·g(x) − α) for arctan, Φ and σ gates.
+
+Computed as x·(g + α·(2g − 1)), the same number, with 2g − 1 in closed form (2·arctan(x)/π,
+erf(x/√2), tanh(x/2)): no cancellation, and no overflow of 1 + 2α for huge α.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,12 @@ import math
 import torch
 from torch import Tensor
 
-from relulab.functional._common import normal_cdf, upcast_low_precision
+from relulab.functional._common import (
+    INV_SQRT_2,
+    NORMAL_SATURATION,
+    normal_cdf,
+    upcast_low_precision,
+)
 
 
 def arctan_gate(x: Tensor) -> Tensor:
@@ -19,14 +28,15 @@ def arctan_gate(x: Tensor) -> Tensor:
     return torch.atan2(torch.ones_like(x), -x) / math.pi
 
 
-def _expanded(x: Tensor, gate: Tensor, alpha: float | Tensor) -> Tensor:
-    return x * ((1.0 + 2.0 * alpha) * gate - alpha)
+def _expanded(x: Tensor, gate: Tensor, centred: Tensor, alpha: float | Tensor) -> Tensor:
+    """x·(g + α·(2g − 1)), ``centred`` being 2g − 1."""
+    return x * (gate + alpha * centred)
 
 
 @upcast_low_precision
 def xatlu(x: Tensor, alpha: float | Tensor = 0.0) -> Tensor:
     """f(x) = x·((1 + 2α)·(arctan(x) + π/2)/π − α)."""
-    return _expanded(x, arctan_gate(x), alpha)
+    return _expanded(x, arctan_gate(x), torch.atan(x) * (2.0 / math.pi), alpha)
 
 
 @upcast_low_precision
@@ -38,10 +48,11 @@ def atlu(x: Tensor) -> Tensor:
 @upcast_low_precision
 def xgelu(x: Tensor, alpha: float | Tensor = 0.0) -> Tensor:
     """f(x) = x·((1 + 2α)·Φ(x) − α)."""
-    return _expanded(x, normal_cdf(x), alpha)
+    saturated = x.clamp(-NORMAL_SATURATION, NORMAL_SATURATION)  # erf is ±1 exactly beyond
+    return _expanded(x, normal_cdf(x), torch.erf(saturated * INV_SQRT_2), alpha)
 
 
 @upcast_low_precision
 def xsilu(x: Tensor, alpha: float | Tensor = 0.0) -> Tensor:
     """f(x) = x·((1 + 2α)·σ(x) − α)."""
-    return _expanded(x, torch.sigmoid(x), alpha)
+    return _expanded(x, torch.sigmoid(x), torch.tanh(0.5 * x), alpha)

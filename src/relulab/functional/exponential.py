@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from relulab.functional._common import upcast_low_precision
+from relulab.functional._common import stable_softplus, upcast_low_precision
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -35,9 +35,9 @@ def softplus(x: Tensor, beta: float = 1.0, threshold: float | None = 20.0) -> Te
     """f(x) = log(1 + e^{βx})/β, and x where βx > threshold (torch's definition).
 
     ``threshold=None`` gives the exact softplus everywhere. Below the threshold the value
-    is ``logaddexp(βx, 0)/β``, which is exact in both tails, where torch's
-    ``log1p(exp(βx))`` overflows for βx above about 709 (float64).
+    is exact in both tails (torch's ``log1p(exp(βx))`` overflows for βx above about 709 in
+    float64), and its derivatives of every order are finite.
     """
     scaled = beta * x
-    exact = torch.logaddexp(scaled, torch.zeros_like(scaled)) / beta
+    exact = stable_softplus(scaled) / beta
     return exact if threshold is None else torch.where(scaled > threshold, x, exact)

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from relulab.functional._common import log_max, normal_cdf, upcast_low_precision
+from relulab.functional import _common
+from relulab.functional._common import (
+    normal_cdf,
+    saturating_sigmoid,
+    stable_softplus,
+    upcast_low_precision,
+)
 
 _GELU_TANH_K = math.sqrt(2.0 / math.pi)
 _GELU_TANH_C = 0.044715
@@ -16,6 +22,7 @@ _GELU_TANH_C = 0.044715
 # below −745 or above +37), so clamping there changes no value and keeps x³ from overflowing.
 _GELU_TANH_SATURATION = 25.0
 QUICK_GELU_SLOPE = 1.702
+_MISH_SATURATION = 40.0
 
 
 @upcast_low_precision
@@ -42,13 +49,13 @@ def gelu_tanh(x: Tensor) -> Tensor:
     # 1 + tanh(u) = 2σ(2u) has no cancellation for u ≪ 0.
     inner = x.clamp(-_GELU_TANH_SATURATION, _GELU_TANH_SATURATION)
     u = _GELU_TANH_K * (inner + _GELU_TANH_C * inner * inner * inner)
-    return x * torch.sigmoid(2.0 * u)
+    return x * saturating_sigmoid(2.0 * u)
 
 
 @upcast_low_precision
 def quick_gelu(x: Tensor) -> Tensor:
     """f(x) = x·σ(1.702x), GELU's sigmoid approximation."""
-    return x * torch.sigmoid(QUICK_GELU_SLOPE * x)
+    return x * saturating_sigmoid(QUICK_GELU_SLOPE * x)
 
 
 @upcast_low_precision
@@ -60,13 +67,18 @@ def silu(x: Tensor) -> Tensor:
 @upcast_low_precision
 def swish(x: Tensor, beta: float | Tensor = 1.0) -> Tensor:
     """f(x) = x·σ(βx)."""
-    return x * torch.sigmoid(beta * x)
+    return x * saturating_sigmoid(beta * x)
 
 
 @upcast_low_precision
 def mish(x: Tensor) -> Tensor:
-    """f(x) = x·tanh(softplus(x))."""
-    return F.mish(x)
+    """f(x) = x·tanh(softplus(x)).
+
+    Not ``F.mish``: its double backward is NaN for large x (≥ 100 in float32). The gate's
+    argument is clamped at 40, where tanh(softplus(x)) is exactly 1 already, so that no
+    backward multiplies x by an infinite intermediate.
+    """
+    return x * torch.tanh(stable_softplus(x.clamp(max=_MISH_SATURATION)))
 
 
 @upcast_low_precision
@@ -79,6 +91,6 @@ def golu(
     """f(x) = scale·x·exp(−shift·exp(−growth·x)), the Gompertz-gated linear unit."""
     # Far left exp(−growth·x) overflows and the gate is exactly 0; clamping its exponent where
     # exp stays finite keeps the value and turns the backward's 0·inf into 0·finite.
-    exponent = (-growth * x).clamp(max=log_max(x.dtype))
+    exponent = (-growth * x).clamp(max=_common.log_max(x))  # via the module: an fx leaf
     gate = torch.exp(-shift * torch.exp(exponent))
     return scale * (x * gate)
