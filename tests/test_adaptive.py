@@ -178,3 +178,24 @@ def test_smartmixed_gradcheck_in_both_phases():
 def test_smartmixed_rejects_inputs_whose_features_do_not_match():
     with pytest.raises(ValueError, match=r"expected x of shape \(N, 4, \.\.\.\)"):
         relulab.SmartMixed(4)(torch.randn(3, 5))
+
+
+def test_hardened_smartmixed_checks_its_input():
+    module = relulab.SmartMixed(3).harden()
+    with pytest.raises(ValueError, match=r"expected x of shape \(N, 3, \.\.\.\)"):
+        module(torch.ones(2, 5))
+    with pytest.raises(ValueError, match=r"choices in 0\.\.5"):
+        F.smartmixed_select(torch.ones(2, 3), torch.tensor([0, 7, -1]))
+
+
+def test_smartmixed_phase_is_a_python_flag_restored_by_load_state_dict():
+    hardened = relulab.SmartMixed(4).harden()
+    fresh = relulab.SmartMixed(4)
+    assert fresh.hardened is False
+    fresh.load_state_dict(hardened.state_dict())
+    assert fresh.hardened is True and not fresh.logits.requires_grad
+
+
+def test_velu_rejects_inputs_without_a_feature_axis():
+    with pytest.raises(ValueError, match="expected input of shape"):
+        relulab.VeLU()(torch.randn(5))

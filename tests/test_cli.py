@@ -89,7 +89,7 @@ def test_show_explains_required_arguments(capsys):
         (["show", "mihs"], "relulab show: error: unknown activation 'mihs'; did you mean 'mish'?"),
         (["show", "elu(alpha=__import__('os'))"], "is not a literal"),
         (["plot", "relu", "rleu"], "did you mean 'relu'"),
-        (["plot", "relu", "--range", "2", "1"], "x range must be increasing"),
+        (["plot", "relu", "--range", "2", "1"], "x range must be finite and increasing"),
         (["lsit"], "relulab: error: unknown command 'lsit'; did you mean 'list'?"),
         (["list", "--bogus"], "unrecognized arguments: --bogus"),
         (["plot", "relu", "-o", "/nonexistent-dir/x.png"], "relulab plot: error:"),
@@ -148,3 +148,28 @@ def test_console_script_and_module_entry_points():
         [sys.executable, "-m", "relulab", "--version"], capture_output=True, text=True, check=False
     )
     assert version.returncode == 0 and version.stdout.startswith("relulab ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["show", "prelu(num_parameters=3)"],
+            "cannot sample 'prelu(num_parameters=3)' one feature at a time",
+        ),
+        (
+            ["show", "velu(dim=2)"],
+            "velu: expected input of shape (N, C, ...) with features along dim=2",
+        ),
+        (["plot", "relu", "--range", "0", "inf"], "x range must be finite and increasing"),
+    ],
+)
+def test_valid_specs_that_cannot_be_sampled_fail_in_one_line(capsys, argv, message):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_plot_names_the_file_it_really_wrote(capsys, tmp_path):
+    code, out, _ = run(capsys, "plot", "relu", "-o", str(tmp_path / "zoo"))
+    assert code == 0 and (tmp_path / "zoo.png").is_file() and str(tmp_path / "zoo.png") in out

@@ -68,3 +68,9 @@ def test_helu_differs_from_relu_only_in_the_hysteresis_band():
     relulab.HeLU(alpha=0.05)(x).sum().backward()
     band = (x > -0.05) & (x <= 0)
     assert x.grad[band].eq(1).all() and x.grad[x <= -0.05].eq(0).all() and x.grad[x > 0].eq(1).all()
+
+
+def test_helu_forward_mode_follows_the_same_rule():
+    x = torch.tensor([-1.0, -0.03, 0.0, 0.5])
+    _, tangent = torch.func.jvp(lambda v: relulab.HeLU(alpha=0.05)(v), (x,), (torch.ones(4),))
+    assert tangent.tolist() == [0.0, 1.0, 1.0, 1.0]

@@ -142,8 +142,10 @@ def test_functional_relu_calls_of_every_form_are_replaced():
 
 def test_a_module_class_also_matches_the_equivalent_calls():
     model = Functional()
-    _, report = relulab.replace_activations(model, nn.ReLU, "gelu")
-    assert len(report) == 3
+    x = torch.randn(5, 6)
+    new, report = relulab.replace_activations(model, nn.ReLU, "gelu")
+    assert [(r.kind, r.old) for r in report.replaced] == [("call", "relu")] * 3
+    torch.testing.assert_close(new(x), _by_hand(model, relu=relulab.GELU())(x), rtol=0, atol=0)
 
 
 def test_sites_carry_their_arguments_so_a_spec_rebuilds_them_exactly():
@@ -254,3 +256,129 @@ def test_bad_requests_fail_before_the_model_is_touched(resnet, old, new, message
     with pytest.raises(ValueError, match=message):
         relulab.replace_activations(resnet, old, new, inplace=True)
     assert all(type(s.module) is nn.ReLU for s in module_sites(resnet))
+
+
+def test_identity_placeholders_are_not_activations():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.norm, self.drop, self.act = (
+                nn.Linear(3, 3),
+                nn.Identity(),
+                nn.Identity(),
+                nn.GELU(),
+            )
+
+        def forward(self, x):
+            return self.drop(self.act(self.norm(self.fc(x))))
+
+    new, report = relulab.replace_activations(Block(), "*", "relu")
+    assert [r.path for r in report.replaced] == ["act"]
+    assert type(new.norm) is nn.Identity and type(new.drop) is nn.Identity
+
+
+class ViewInPlace(nn.Module):
+    def forward(self, x):
+        y = x * 1
+        y[:, :2].relu_()  # in place on a view: y's first two columns change
+        return y
+
+
+def test_an_in_place_call_on_a_view_still_writes_through():
+    x = torch.randn(4, 3)
+    new, report = relulab.replace_activations(ViewInPlace(), "relu", "leaky_relu(0.5)")
+    assert len(report) == 1
+    expected = x.clone()
+    expected[:, :2] = torch.where(x[:, :2] >= 0, x[:, :2], 0.5 * x[:, :2])
+    torch.testing.assert_close(new(x), expected, rtol=0, atol=0)
+
+
+class InPlaceFunctions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        torch.relu_(h)
+        return h * 2
+
+
+def test_in_place_functions_are_recognised():
+    model = InPlaceFunctions()
+    x = torch.randn(5, 3)
+    new, report = relulab.replace_activations(model, "relu", "silu")
+    assert [(r.kind, r.old) for r in report.replaced] == [("call", "relu")]
+    torch.testing.assert_close(new(x), F.silu(model.fc(x)) * 2, rtol=0, atol=0)
+
+
+class Double(nn.Module):
+    def forward(self, x):
+        return 2 * F.relu(x)
+
+
+def test_the_replacement_itself_is_not_traced_into():
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3))
+    x = torch.randn(4, 3)
+    new, report = relulab.replace_activations(model, "relu", Double())
+    assert [(r.path, r.kind) for r in report.replaced] == [("1", "module")]
+    torch.testing.assert_close(new(x), model[2](2 * F.relu(model[0](x))), rtol=0, atol=0)
+
+
+def test_torch_and_relulab_classes_match_each_other_by_name():
+    model = nn.Sequential(nn.ReLU(), relulab.ReLU(), nn.GELU())
+    for old in (nn.ReLU, relulab.ReLU):
+        _, report = relulab.replace_activations(model, old, "mish")
+        assert [r.path for r in report.replaced] == ["0", "1"]
+
+
+class RunTimeSlope(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.slope = nn.Parameter(torch.tensor(0.1))
+
+    def forward(self, x):
+        return F.elu(F.relu(x), alpha=self.slope) + F.elu(x)
+
+
+def test_calls_with_arguments_computed_at_run_time_are_reported_not_replaced():
+    _, report = relulab.replace_activations(RunTimeSlope(), "elu", "gelu")
+    assert [r.old for r in report.replaced] == ["elu(alpha=1.0)"]  # the constant-argument one
+    assert len(report.skipped) == 1 and "computed at run time" in report.skipped[0][1]
+
+
+def test_in_place_modules_are_noted_in_the_report():
+    _, report = relulab.replace_activations(nn.Sequential(nn.ReLU(inplace=True)), "relu", "gelu")
+    assert report.replaced[0].note == "was in place; the replacement is not"
+    assert "was in place" in str(report)
+
+
+def test_module_lists_and_dicts():
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.acts = nn.ModuleList([nn.ReLU(), nn.GELU()])
+            self.named = nn.ModuleDict({"first": nn.ReLU()})
+
+        def forward(self, x):
+            return self.named["first"](self.acts[1](self.acts[0](x)))
+
+    model = Holder()
+    x = torch.randn(3, 4)
+    new, report = relulab.replace_activations(model, "relu", "silu")
+    assert sorted(r.path for r in report.replaced) == ["acts.0", "named.first"]
+    torch.testing.assert_close(new(x), F.silu(F.gelu(F.silu(x))), rtol=0, atol=0)
+
+
+def test_models_with_velu_copy_after_a_training_step():
+    model = nn.Sequential(nn.Linear(4, 4), relulab.VeLU())
+    y = model(torch.randn(8, 4))
+    (y.sum() + model[1].aux_loss).backward()
+    assert copy.deepcopy(model)[1].aux_loss is None
+    new, report = relulab.replace_activations(model, "velu", "relu")
+    assert len(report) == 1 and isinstance(new[1], relulab.ReLU)
+
+
+def test_an_activation_model_replaced_whole_is_not_traced():
+    new, report = relulab.replace_activations(nn.ReLU(), "relu", "gelu")
+    assert isinstance(new, relulab.GELU) and report.trace_error is None

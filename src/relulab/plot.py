@@ -5,6 +5,7 @@ matplotlib is optional (``pip install 'relulab[plot]'``) and imported only when 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,12 @@ def activation_curve(spec: str, x: torch.Tensor) -> Curve:
     """
     module = get_activation(spec).double().eval()
     points = x.detach().to(torch.float64).reshape(-1, 1).requires_grad_()
-    y = module(points)
-    (dy,) = torch.autograd.grad(y.sum(), points, allow_unused=True)
+    try:
+        y = module(points)
+        (dy,) = torch.autograd.grad(y.sum(), points, allow_unused=True)
+    except (RuntimeError, IndexError) as error:  # e.g. prelu(num_parameters=3) on one feature
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(f"cannot sample {spec!r} one feature at a time: {reason}") from None
     dy = torch.zeros_like(points) if dy is None else dy
     return Curve(
         spec,
@@ -63,8 +68,11 @@ def plot_activations(
     Returns the path of the PNG written.
     """
     low, high = x_range
-    if not low < high:
-        raise ValueError(f"x range must be increasing, got {low} .. {high}")
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"x range must be finite and increasing, got {low} .. {high}")
+    path = Path(path)
+    if path.suffix.lower() != ".png":  # matplotlib would add it; say where the file really is
+        path = path.with_name(path.name + ".png")
     grid = torch.linspace(low, high, points, dtype=torch.float64)
     curves = [activation_curve(spec, grid) for spec in specs]
     plt = pyplot()
@@ -81,7 +89,6 @@ def plot_activations(
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
     figure.tight_layout()
-    path = Path(path)
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path

@@ -133,7 +133,7 @@ def _complete_docstring(doc: str, info: ActivationInfo) -> str:
     class.
     """
     sections = f"    Paper:\n        {info.paper}\n\n"
-    if info.elementwise:
+    if info.elementwise and "Shape:" not in doc:
         sections += _ELEMENTWISE_SHAPE
     head, marker, example = doc.partition("    Example::")
     return head + sections + marker + example if marker else doc + "\n" + sections
@@ -175,15 +175,18 @@ def resolve_name(name: str) -> str:
 def list_activations(pattern: str | None = None) -> list[str]:
     """Sorted canonical names, optionally filtered by a shell-style wildcard pattern.
 
-    A name matches when the pattern matches it or one of its aliases (case-insensitive).
+    A name matches when the pattern matches it or one of its aliases (case-insensitive;
+    ``-`` may stand for ``_``, except inside a ``[a-z]`` range).
     """
     if pattern is None:
         return sorted(_ACTIVATIONS)
-    key = normalize_name(pattern)
+    if not isinstance(pattern, str):
+        raise ValueError(f"pattern must be a string such as '*relu*', got {pattern!r}")
+    patterns = {pattern.strip().lower(), normalize_name(pattern)}
     return sorted(
         info.name
         for info in _ACTIVATIONS.values()
-        if any(fnmatch.fnmatchcase(n, key) for n in (info.name, *info.aliases))
+        if any(fnmatch.fnmatchcase(n, p) for n in (info.name, *info.aliases) for p in patterns)
     )
 
 
@@ -202,6 +205,9 @@ def _literal(node: ast.expr, spec: str) -> Any:
         ) from None
 
 
+MAX_SPEC_LENGTH = 1000
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Split ``"name(arg, key=value)"`` into the canonical name and its bound arguments.
 
@@ -210,6 +216,10 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """
     if not isinstance(spec, str):
         raise ValueError(f"activation spec must be a string, got {spec!r}")
+    if len(spec) > MAX_SPEC_LENGTH:
+        raise ValueError(
+            f"activation spec is {len(spec)} characters long; the limit is {MAX_SPEC_LENGTH}"
+        )
     head, paren, rest = spec.strip().partition("(")
     name = normalize_name(head)
     if not name.isidentifier():
@@ -221,7 +231,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         return canonical, {}
     try:
         call = ast.parse(f"{name}({rest}", mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         raise ValueError(
             f"cannot parse activation spec {spec!r}: expected NAME or NAME(key=value, ...)"
         ) from None
@@ -230,6 +240,10 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     args = [_literal(a, spec) for a in call.args]
     if any(k.arg is None for k in call.keywords):
         raise ValueError(f"activation spec {spec!r}: '**' arguments are not allowed")
+    names = [k.arg for k in call.keywords]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"activation spec {spec!r}: argument {repeated[0]!r} given twice")
     kwargs = {k.arg: _literal(k.value, spec) for k in call.keywords}
     return canonical, bind_arguments(canonical, args, kwargs)
 
@@ -266,11 +280,25 @@ def _check_required(name: str, arguments: dict[str, Any]) -> None:
         )
 
 
+def format_arguments(arguments: dict[str, Any]) -> str:
+    """``{"alpha": 2.0, "sigma": 1}`` → ``"alpha=2.0, sigma=1"`` (literals that parse back)."""
+    return ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+
+
 def format_spec(name: str, arguments: dict[str, Any] | None = None) -> str:
     """Inverse of :func:`parse_spec`: ``format_spec("elu", {"alpha": 2.0}) == "elu(alpha=2.0)"``."""
-    if not arguments:
-        return name
-    return f"{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+    return f"{name}({format_arguments(arguments)})" if arguments else name
+
+
+def _build(module_class: type[nn.Module], arguments: dict[str, Any], label: str) -> nn.Module:
+    """Instantiate, turning any failure (a bad type, an impossible allocation) into one line."""
+    try:
+        return module_class(**arguments)
+    except ValueError:
+        raise
+    except (TypeError, RuntimeError, MemoryError, OverflowError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"activation {label!r}: {reason}") from None
 
 
 def get_activation(spec: str | nn.Module | type[nn.Module], **overrides: Any) -> nn.Module:
@@ -297,7 +325,7 @@ def get_activation(spec: str | nn.Module | type[nn.Module], **overrides: Any) ->
             raise ValueError(f"cannot apply arguments {sorted(overrides)} to a module instance")
         return spec
     if isinstance(spec, type) and issubclass(spec, nn.Module):
-        return spec(**overrides)
+        return _build(spec, overrides, spec.__name__)
     if not isinstance(spec, str):
         raise ValueError(
             f"expected an activation name, spec string or nn.Module, got {type(spec).__name__}"
@@ -306,8 +334,4 @@ def get_activation(spec: str | nn.Module | type[nn.Module], **overrides: Any) ->
     if overrides:
         arguments.update(bind_arguments(name, [], overrides))
     _check_required(name, arguments)
-    module_class = _ACTIVATIONS[name].module
-    try:
-        return module_class(**arguments)
-    except TypeError as error:  # e.g. a string where a number belongs, caught late by torch
-        raise ValueError(f"activation {format_spec(name, arguments)!r}: {error}") from None
+    return _build(_ACTIVATIONS[name].module, arguments, format_spec(name, arguments))

@@ -17,9 +17,9 @@ from torch import nn
 from relulab.activations.base import Activation
 from relulab.registry import format_spec
 
-# torch module class -> (registry name, attributes that carry its arguments)
+# torch module class -> (registry name, attributes that carry its arguments). nn.Identity is
+# left out on purpose: models use it as a placeholder for a missing norm or drop-path.
 _TORCH_MODULES: dict[type[nn.Module], tuple[str, tuple[str, ...]]] = {
-    nn.Identity: ("identity", ()),
     nn.ReLU: ("relu", ()),
     nn.ReLU6: ("relu6", ()),
     nn.LeakyReLU: ("leaky_relu", ("negative_slope",)),
@@ -54,8 +54,7 @@ _TIMM_MODULES: dict[str, str] = {
     "QuickGELU": "quick_gelu",
     "Sigmoid": "sigmoid",
     "Tanh": "tanh",
-    "PReLU": "prelu",
-}
+}  # timm's PReLU subclasses nn.PReLU and is found through that
 
 # functional call -> (registry name, names of its positional arguments after the input)
 _TORCH_FUNCTIONS: dict[Any, tuple[str, tuple[str, ...]]] = {
@@ -78,6 +77,18 @@ _TORCH_FUNCTIONS: dict[Any, tuple[str, tuple[str, ...]]] = {
     torch.tanh: ("tanh", ()),
     F.tanh: ("tanh", ()),
 }
+
+# In-place functions: the same activations, overwriting their input.
+for _function, _entry in [
+    ("relu_", ("relu", ())),
+    ("leaky_relu_", ("leaky_relu", ("negative_slope",))),
+    ("elu_", ("elu", ("alpha",))),
+    ("celu_", ("celu", ("alpha",))),
+    ("selu_", ("selu", ())),
+]:
+    for _namespace in (F, torch):
+        if hasattr(_namespace, _function):
+            _TORCH_FUNCTIONS[getattr(_namespace, _function)] = (_entry[0], (*_entry[1], "_inplace"))
 
 # tensor method -> registry name (``x.relu()``; the trailing-underscore forms are in place)
 _TENSOR_METHODS: dict[str, str] = {
@@ -109,9 +120,34 @@ class ActivationSite:
     inplace: bool = False
 
     @property
+    def dynamic(self) -> bool:
+        """Some argument is computed at run time, so no spec string describes the site."""
+        return any(isinstance(v, torch.fx.Node) for v in self.arguments.values())
+
+    @property
     def spec(self) -> str:
         """The site's activation as a spec string, e.g. ``"leaky_relu(negative_slope=0.2)"``."""
         return format_spec(self.activation, self.arguments)
+
+
+def _torch_entry(cls: type) -> tuple[str, tuple[str, ...]] | None:
+    return next(
+        (_TORCH_MODULES[b] for b in getattr(cls, "__mro__", ()) if b in _TORCH_MODULES), None
+    )
+
+
+def activation_name_of_class(cls: type) -> str | None:
+    """Registry name that a module class stands for (``nn.ReLU`` → ``"relu"``), if any."""
+    if isinstance(cls, type) and issubclass(cls, Activation):
+        return cls.activation_name
+    if isinstance(cls, type) and issubclass(cls, nn.GELU):
+        return "gelu"
+    entry = _torch_entry(cls)
+    if entry is not None:
+        return entry[0]
+    if getattr(cls, "__module__", "").startswith("timm."):
+        return _TIMM_MODULES.get(cls.__name__)
+    return None
 
 
 def identify_module(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
@@ -120,37 +156,29 @@ def identify_module(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
         return module.activation_name, module.config
     if isinstance(module, nn.GELU):
         return ("gelu_tanh" if module.approximate == "tanh" else "gelu"), {}
-    for cls in type(module).__mro__:
-        if cls in _TORCH_MODULES:
-            name, attributes = _TORCH_MODULES[cls]
-            return name, {a: getattr(module, a) for a in attributes}
-    if type(module).__module__.startswith("timm.") and type(module).__name__ in _TIMM_MODULES:
-        return _TIMM_MODULES[type(module).__name__], {}
-    return None
-
-
-def activation_name_of_class(cls: type) -> str | None:
-    """Registry name that a module class stands for (``nn.ReLU`` -> ``"relu"``), if any."""
-    if isinstance(cls, type) and issubclass(cls, Activation):
-        return cls.activation_name
-    for base in getattr(cls, "__mro__", ()):
-        if base in _TORCH_MODULES:
-            return _TORCH_MODULES[base][0]
-    return None
+    entry = _torch_entry(type(module))
+    if entry is not None:
+        name, attributes = entry
+        return name, {a: getattr(module, a) for a in attributes}
+    name = activation_name_of_class(type(module))
+    return (name, {}) if name else None
 
 
 def _identify_call(node: torch.fx.Node) -> tuple[str, dict[str, Any], bool] | None:
-    """Registry name, arguments and in-place flag of a functional activation call."""
+    """Registry name, arguments and in-place flag of a functional activation call.
+
+    Arguments computed at run time (fx nodes) are kept as nodes; :func:`call_sites` marks
+    such a site as not replaceable.
+    """
     if node.op == "call_method" and node.target in _TENSOR_METHODS:
         return _TENSOR_METHODS[node.target], {}, node.target.endswith("_")
     if node.op != "call_function" or node.target not in _TORCH_FUNCTIONS:
         return None
     name, positional = _TORCH_FUNCTIONS[node.target]
+    inplace = positional[-1:] == ("_inplace",)
     given = dict(zip(positional, node.args[1:]))
     given.update({k: v for k, v in node.kwargs.items() if k != "input"})
-    if any(isinstance(v, torch.fx.Node) for v in given.values()):
-        return None  # an argument computed at run time has no spec
-    inplace = bool(given.pop("inplace", False))
+    inplace = bool(given.pop("inplace", False)) or inplace
     if name == "gelu" and given.pop("approximate", "none") == "tanh":
         name = "gelu_tanh"
     return name, given, inplace
@@ -162,20 +190,35 @@ def module_sites(model: nn.Module) -> list[ActivationSite]:
     for path, module in model.named_modules(remove_duplicate=False):
         found = identify_module(module)
         if found is not None:
-            sites.append(ActivationSite(path, "module", found[0], dict(found[1]), module=module))
+            name, arguments = found
+            inplace = bool(getattr(module, "inplace", False))
+            sites.append(
+                ActivationSite(
+                    path, "module", name, dict(arguments), module=module, inplace=inplace
+                )
+            )
     return sites
 
 
 class ActivationTracer(torch.fx.Tracer):
-    """An fx tracer that keeps every recognised activation module as a single leaf call."""
+    """An fx tracer that keeps every recognised activation module, and any module in
+    ``leaves``, as a single call (surgery must not trace into what it just inserted)."""
+
+    def __init__(self, leaves: set[int] | None = None) -> None:
+        super().__init__()
+        self.leaves = leaves or set()
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return identify_module(m) is not None or super().is_leaf_module(m, module_qualified_name)
+        return (
+            id(m) in self.leaves
+            or identify_module(m) is not None
+            or super().is_leaf_module(m, module_qualified_name)
+        )
 
 
-def trace(model: nn.Module) -> torch.fx.GraphModule:
+def trace(model: nn.Module, leaves: set[int] | None = None) -> torch.fx.GraphModule:
     """Symbolically trace ``model`` with activation modules as leaves (raises if untraceable)."""
-    graph = ActivationTracer().trace(model)
+    graph = ActivationTracer(leaves).trace(model)
     return torch.fx.GraphModule(model, graph, model.__class__.__name__)
 
 

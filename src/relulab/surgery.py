@@ -6,7 +6,6 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import torch.fx
 from torch import nn
 
 from relulab import sites as site_finder
@@ -26,6 +25,7 @@ class Replacement:
     kind: str  # "module" or "call"
     old: str
     new: str
+    note: str = ""
 
 
 @dataclass
@@ -41,7 +41,10 @@ class SurgeryReport:
 
     def __str__(self) -> str:
         lines = [f"{len(self.replaced)} activation site(s) replaced"]
-        lines += [f"  {r.path} ({r.kind}): {r.old} -> {r.new}" for r in self.replaced]
+        lines += [
+            f"  {r.path} ({r.kind}): {r.old} -> {r.new}" + (f"  [{r.note}]" if r.note else "")
+            for r in self.replaced
+        ]
         lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
         if self.trace_error:
             lines.append(f"  functional calls not examined: {self.trace_error}")
@@ -59,13 +62,9 @@ def _matcher(old: OldSpec) -> Callable[[ActivationSite], bool]:
         return lambda site: site.activation in names
     if isinstance(old, type):
         name = site_finder.activation_name_of_class(old)
-
-        def match_class(site: ActivationSite) -> bool:
-            if site.kind == "module":
-                return isinstance(site.module, old)
-            return name is not None and site.activation == name
-
-        return match_class
+        if name is not None:  # nn.ReLU, relulab.ReLU and F.relu are all "relu"
+            return lambda site: site.activation == name
+        return lambda site: isinstance(site.module, old)
     if isinstance(old, Sequence) and all(isinstance(o, str) for o in old):
         names = {resolve_name(o) for o in old}
         return lambda site: site.activation in names
@@ -104,7 +103,8 @@ def _describe(module: nn.Module) -> str:
 
 def _replace_modules(
     model: nn.Module, match: Callable, build: Callable, report: SurgeryReport
-) -> nn.Module:
+) -> tuple[nn.Module, dict[int, nn.Module]]:
+    """Swap matching activation modules; returns the model and the modules put in."""
     built: dict[int, nn.Module] = {}  # a module shared by several parents stays shared
     for site in site_finder.module_sites(model):
         if not match(site):
@@ -112,42 +112,49 @@ def _replace_modules(
         if id(site.module) not in built:
             built[id(site.module)] = build(site)
         replacement = built[id(site.module)]
-        report.replaced.append(Replacement(site.path, "module", site.spec, _describe(replacement)))
+        # A module's inplace flag is a memory optimisation; models reassign its result.
+        note = "was in place; the replacement is not" if site.inplace else ""
+        report.replaced.append(
+            Replacement(site.path, "module", site.spec, _describe(replacement), note)
+        )
         if not site.path:
-            return replacement  # the model itself is the activation
+            return replacement, built  # the model itself is the activation
         parent_path, _, attribute = site.path.rpartition(".")
         setattr(model.get_submodule(parent_path), attribute, replacement)
-    return model
+    return model, built
 
 
 def _replace_calls(
-    model: nn.Module, match: Callable, build: Callable, report: SurgeryReport
+    model: nn.Module, match: Callable, build: Callable, report: SurgeryReport, inserted: set[int]
 ) -> nn.Module:
     try:
-        graph_module = site_finder.trace(model)
+        graph_module = site_finder.trace(model, leaves=inserted)
     except Exception as error:  # fx raises many types for untraceable Python
-        report.trace_error = (
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        )
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        report.trace_error = f"{type(error).__name__}: {first_line}"
         return model
     sites = [s for s in site_finder.call_sites(graph_module) if match(s)]
+    for site in [s for s in sites if s.dynamic]:
+        report.skipped.append(
+            (site.path, f"{site.activation} with an argument computed at run time")
+        )
+    sites = [s for s in sites if not s.dynamic]
     if not sites:
         return model
     graph = graph_module.graph
-    order = {node: i for i, node in enumerate(graph.nodes)}
     for site in sites:
-        node = site.node
-        source = site_finder.input_of(node)
+        node, source = site.node, site_finder.input_of(site.node)
         replacement = build(site)
         name = f"relulab_{node.name}"
         graph_module.add_submodule(name, replacement)
         with graph.inserting_after(node):
             new_node = graph.call_module(name, args=(source,))
+        if site.inplace:
+            # Keep the in-place meaning: write the result into the input (and so into the
+            # tensor it may be a view of), as the replaced call did.
+            with graph.inserting_after(new_node):
+                new_node = graph.call_method("copy_", args=(source, new_node))
         node.replace_all_uses_with(new_node)
-        if site.inplace and isinstance(source, torch.fx.Node):
-            # In place, the call also changed its input: later readers of it see the result.
-            later = {user for user in source.users if order.get(user, -1) > order[node]}
-            source.replace_all_uses_with(new_node, delete_user_cb=later.__contains__)
         graph.erase_node(node)
         report.replaced.append(Replacement(site.path, "call", site.spec, _describe(replacement)))
     graph.lint()
@@ -165,11 +172,15 @@ def replace_activations(
 ) -> tuple[nn.Module, SurgeryReport]:
     """Replace every activation of ``model`` that ``old`` matches by a fresh ``new``.
 
-    Activation modules (torch's, timm's and relulab's) are swapped in place in the module
-    tree. With ``functional=True`` the model is then traced with torch.fx and functional
-    calls (``F.relu(x)``, ``torch.tanh(x)``, ``x.relu()``, ``F.gelu(x, approximate=...)``)
-    are replaced too; if any is, the returned model is a ``torch.fx.GraphModule``. A model
-    that fx cannot trace keeps its calls, and the report says why.
+    Activation modules (torch's, timm's and relulab's) are swapped in the module tree; an
+    in-place module (``nn.ReLU(inplace=True)``) becomes an ordinary one, and the report says
+    so. With ``functional=True`` the model is then traced with torch.fx and functional calls
+    (``F.relu(x)``, ``torch.tanh(x)``, ``x.relu_()``, ``F.gelu(x, approximate=...)``) are
+    replaced too, in-place ones keeping their effect on their input; if any is replaced, the
+    returned model is a new ``torch.fx.GraphModule`` (a Python ``forward`` cannot be edited,
+    so with ``inplace=True`` the given model gets its modules swapped but keeps its calls).
+    A model that fx cannot trace keeps its calls, and the report says why. The modules just
+    put in are never traced into, so a replacement that itself calls ``F.relu`` is safe.
 
     Args:
         model: the network.
@@ -195,7 +206,8 @@ def replace_activations(
     match, build = _matcher(old), _factory(new)
     target = model if inplace else copy.deepcopy(model)
     report = SurgeryReport()
-    target = _replace_modules(target, match, build, report)
-    if functional:
-        target = _replace_calls(target, match, build, report)
+    target, built = _replace_modules(target, match, build, report)
+    inserted = {id(module) for module in built.values()}
+    if functional and id(target) not in inserted:  # a model that is itself an activation: done
+        target = _replace_calls(target, match, build, report, inserted)
     return target, report

@@ -93,7 +93,19 @@ class VeLU(Activation):
         self.scale = scalar_parameter(scale)
         self.aux_loss: Tensor | None = None
 
+    def __getstate__(self) -> dict:
+        # aux_loss belongs to the last forward's graph: not part of the module's state (and
+        # a non-leaf tensor cannot be deep-copied).
+        state = self.__dict__.copy()
+        state["aux_loss"] = None
+        return state
+
     def forward(self, x: Tensor) -> Tensor:
+        if not -x.dim() <= self.dim < x.dim() or x.dim() < 2:
+            raise ValueError(
+                f"velu: expected input of shape (N, C, ...) with features along dim={self.dim}, "
+                f"got shape {tuple(x.shape)}"
+            )
         unscaled = F.velu(
             x, 1.0, self.alpha, self.beta1, self.beta2, self.gamma, self.mu, self.eps, self.dim
         )
@@ -162,15 +174,21 @@ class SmartMixed(Activation):
         self.logits = nn.Parameter(logits)
         # -1 until harden(); kept as a buffer so a phase-2 state_dict restores the choice.
         self.register_buffer("choice", torch.full((num_features,), -1, dtype=torch.long))
+        # The phase as a Python flag: forward must not read a tensor to branch (a host sync
+        # on GPUs, a graph break under torch.compile).
+        self.hardened = False
+        self.register_load_state_dict_post_hook(SmartMixed._sync_phase)
 
-    @property
-    def hardened(self) -> bool:
-        return bool(self.choice[0] >= 0)
+    @staticmethod
+    def _sync_phase(module: SmartMixed, incompatible_keys) -> None:
+        module.hardened = bool((module.choice >= 0).all())
+        module.logits.requires_grad_(not module.hardened)
 
     def harden(self) -> SmartMixed:
         """Phase 2: fix each feature's activation to the argmax of its logits."""
         self.choice.copy_(self.logits.detach().argmax(-1))
         self.logits.requires_grad_(False)
+        self.hardened = True
         return self
 
     def summary(self) -> dict[str, int]:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from relulab.registry import format_spec
+from relulab.registry import format_arguments, format_spec
 
 
 class Activation(nn.Module):
@@ -39,7 +39,7 @@ class Activation(nn.Module):
         return format_spec(self.activation_name, self._config)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+        return format_arguments(self._config)
 
 
 def check_number(

@@ -134,6 +134,10 @@ class PReLU(Activation):
             Default: 1
         init: initial a. Default: 0.25
 
+    Shape:
+        - Input: :math:`(*)` with one slope, or :math:`(N, C, *)` with C = num_parameters.
+        - Output: the shape of the input.
+
     Example::
 
         >>> PReLU()(torch.tensor([-1.0, 2.0]))

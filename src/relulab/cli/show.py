@@ -8,7 +8,7 @@ import torch
 
 from relulab.cli.output import format_table, print_json
 from relulab.plot import activation_curve
-from relulab.registry import REQUIRED, activation_info, get_activation, parse_spec
+from relulab.registry import REQUIRED, activation_info, parse_spec
 
 SAMPLE_POINTS = (-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0)
 
@@ -26,64 +26,48 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _samples(spec: str) -> list[tuple[float, float, float]] | str:
-    name, arguments = parse_spec(spec)
-    missing = [
-        k
-        for k, v in activation_info(name).parameters.items()
-        if v is REQUIRED and k not in arguments
-    ]
-    if missing:
-        return f"needs {', '.join(missing)} (e.g. relulab show '{name}({missing[0]}=1)')"
-    get_activation(spec)  # argument errors surface here, before any sampling
-    curve = activation_curve(spec, torch.tensor(SAMPLE_POINTS))
-    return list(zip(curve.x, curve.y, curve.dy))
-
-
 def run(args: argparse.Namespace) -> int:
     name, arguments = parse_spec(args.name)
     info = activation_info(name)
-    samples = _samples(args.name)
+    missing = [k for k, v in info.parameters.items() if v is REQUIRED and k not in arguments]
+    if missing:
+        samples: list | str = (
+            f"needs {', '.join(missing)} (e.g. relulab show '{name}({missing[0]}=1)')"
+        )
+    else:
+        curve = activation_curve(args.name, torch.tensor(SAMPLE_POINTS))
+        samples = list(zip(curve.x, curve.y, curve.dy))
     if args.json:
         data = info.to_dict()
         data["arguments"] = arguments
-        data["samples"] = (
-            samples
-            if isinstance(samples, str)
-            else [{"x": x, "f": y, "df": dy} for x, y, dy in samples]
-        )
+        data["samples"] = samples if isinstance(samples, str) else [
+            {"x": x, "f": y, "df": dy} for x, y, dy in samples
+        ]  # fmt: skip
         print_json(data)
         return 0
     parameters = ", ".join(
         f"{k}=<required>" if v is REQUIRED else f"{k}={v!r}" for k, v in info.parameters.items()
     )
-    properties = info.properties()
+    flags = ", ".join(
+        f"{k}={'yes' if v else 'no'}" for k, v in info.properties().items() if k != "trainable"
+    )
     lines = [
-        f"{info.name}" + (f"  (aliases: {', '.join(info.aliases)})" if info.aliases else ""),
+        info.name + (f"  (aliases: {', '.join(info.aliases)})" if info.aliases else ""),
         f"  formula     {info.formula}",
         f"  paper       {info.paper}",
         f"  parameters  {parameters or 'none'}",
-        "  properties  "
-        + ", ".join(
-            f"{k}={'yes' if v else 'no'}" for k, v in properties.items() if k != "trainable"
-        ),
+        f"  properties  {flags}",
         f"  trains      {', '.join(info.trainable) or 'nothing'}",
         f"  torch       {info.torch_equivalent or '-'}",
         f"  timm        {info.timm_equivalent or '-'}",
     ]
     if info.notes:
         lines.append(f"  notes       {info.notes}")
-    print("\n".join(lines))
-    print()
+    print("\n".join(lines) + "\n")
     if isinstance(samples, str):
         print(f"values: {samples}")
     else:
-        title = args.name if arguments else info.name
-        print(f"values of {title} (derivative by autograd):")
-        print(
-            format_table(
-                ["x", "f(x)", "f'(x)"],
-                [[f"{x:g}", f"{y:.6g}", f"{dy:.6g}"] for x, y, dy in samples],
-            )
-        )
+        print(f"values of {args.name if arguments else info.name} (derivative by autograd):")
+        rows = [[f"{x:g}", f"{y:.6g}", f"{dy:.6g}"] for x, y, dy in samples]
+        print(format_table(["x", "f(x)", "f'(x)"], rows))
     return 0

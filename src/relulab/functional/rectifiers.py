@@ -87,13 +87,21 @@ class _HeLUFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         x, alpha = inputs
-        # One byte per element instead of a full copy of x.
-        ctx.save_for_backward(x > -alpha)
+        passes = x > -alpha  # one byte per element instead of a full copy of x
+        ctx.save_for_backward(passes)
+        # For jvp: an attribute, not save_for_forward, which rejects torch.fx's proxies (the
+        # mask is never modified in place, so no version check is lost).
+        ctx.passes = passes
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:
         (passes,) = ctx.saved_tensors
         return grad_output * passes.to(grad_output.dtype), None
+
+    @staticmethod
+    def jvp(ctx, x_tangent: Tensor, alpha_tangent: None) -> Tensor:
+        # Forward mode follows the same hysteresis rule as the backward pass.
+        return x_tangent * ctx.passes.to(x_tangent.dtype)
 
 
 def helu(x: Tensor, alpha: float = 0.05) -> Tensor:
