@@ -83,19 +83,21 @@ def saved_bytes_per_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     """
     resident = {p.untyped_storage().data_ptr() for p in model.parameters()}
     resident.add(x.untyped_storage().data_ptr())
-    seen: dict[int, int] = {}
+    seen: set[tuple[int, int]] = set()
+    kept: list[torch.Tensor] = []  # alive until counted, so no address is reused meanwhile
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         if tensor.untyped_storage().data_ptr() not in resident:
-            size = tensor.numel() * tensor.element_size()
-            seen[tensor.data_ptr()] = max(size, seen.get(tensor.data_ptr(), 0))
+            seen.add((tensor.data_ptr(), tensor.numel() * tensor.element_size()))
+            kept.append(tensor)
         return tensor
 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         loss = F.cross_entropy(model(x), y) + _auxiliary_loss(model)
     del loss
-    return sum(seen.values())
+    kept.clear()
+    return sum(size for _, size in seen)
 
 
 @torch.no_grad()

@@ -1,0 +1,163 @@
+"""Run directories: atomic, resumable after kill -9, identical across executors; bad names fail
+before anything trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from relulab.bench import rundir
+from relulab.cli import main
+
+SMALL = ["--tasks", "spirals", "--acts", "relu", "gelu", "--seeds", "2", "--epochs", "3"]
+
+
+def bench(tmp_path: Path, *extra: str) -> tuple[int, Path | None]:
+    code = main(["bench", *SMALL, "--out", str(tmp_path), "--quiet", *extra])
+    runs = sorted(tmp_path.glob("*-bench"))
+    return code, (runs[-1] if runs else None)
+
+
+def trial_files(run: Path) -> dict[str, tuple[dict, np.ndarray, list[dict]]]:
+    """Every finished trial's deterministic content: result (no timing), predictions, curve."""
+    files = {}
+    for directory in sorted((run / "trials").iterdir()):
+        result = json.loads((directory / "result.json").read_text())
+        for volatile in ("timing", "finished"):
+            result.pop(volatile)
+        curve = [
+            json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()
+        ]
+        for epoch in curve:
+            epoch.pop("seconds")
+        files[directory.name] = (result, np.load(directory / "predictions.npy"), curve)
+    return files
+
+
+def assert_same_trials(a: Path, b: Path) -> None:
+    first, second = trial_files(a), trial_files(b)
+    assert sorted(first) == sorted(second)
+    for name in first:
+        assert first[name][0] == second[name][0], name
+        assert np.array_equal(first[name][1], second[name][1]), name
+        assert first[name][2] == second[name][2], name
+
+
+def test_a_run_directory_has_config_trials_summary_report_and_plots(tmp_path):
+    code, run = bench(tmp_path)
+    assert code == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["seeds"] == 2 and config["config"]["activations"] == ["relu", "gelu"]
+    assert {"relulab", "torch", "python", "numpy"} <= set(config["versions"])
+    assert "commit" in config["git"] and config["platform"]["cpu_count"]
+    assert config["trials"] == [f"spirals-{a}-s{s}" for a in ("relu", "gelu") for s in (0, 1)]
+    for trial in config["trials"]:
+        assert sorted(p.name for p in (run / "trials" / trial).iterdir()) == [
+            "metrics.jsonl", "predictions.npy", "result.json"
+        ]  # fmt: skip
+    for name in (
+        "summary.csv",
+        "report.md",
+        "accuracy.png",
+        "curves.png",
+        "prediction_difference.png",
+        "cost.png",
+    ):
+        assert (run / name).is_file(), name
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_unknown_names_fail_before_anything_runs(tmp_path, capsys):
+    assert main(["bench", "--acts", "relu", "mihs", "--out", str(tmp_path)]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "relulab bench: error: unknown activation 'mihs'; did you mean 'mish'?"
+    )
+    assert main(["bench", "--tasks", "spiral", "--out", str(tmp_path)]) == 2
+    assert "unknown task 'spiral'; did you mean 'spirals'?" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_resume_after_kill_minus_9_finishes_only_the_missing_trials(tmp_path):
+    """A real process killed mid-run, then resumed: the same files as an uninterrupted run."""
+    killed_parent, clean_parent = tmp_path / "killed", tmp_path / "clean"
+    command = [sys.executable, "-m", "relulab", "bench", "--tasks", "spirals", "digits",
+               "--acts", "relu", "silu", "--seeds", "2", "--epochs", "4", "--workers", "1",
+               "--quiet", "--out"]  # fmt: skip
+    process = subprocess.Popen(
+        [*command, str(killed_parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    run = None
+    while time.monotonic() < deadline:  # wait until some, not all, trials are done
+        runs = list(killed_parent.glob("*-bench"))
+        if runs and len(list(runs[0].glob("trials/*/result.json"))) >= 2:
+            run = runs[0]
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert run is not None, "the run never got going"
+    done_before = {p.parent.name for p in run.glob("trials/*/result.json")}
+    planned = json.loads((run / "config.json").read_text())["trials"]
+    assert 2 <= len(done_before) < len(planned)
+    mtimes = {
+        name: (run / "trials" / name / "result.json").stat().st_mtime_ns for name in done_before
+    }
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "relulab", "bench", "--resume", str(run), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.parent.name for p in run.glob("trials/*/result.json")) == sorted(planned)
+    assert all(
+        (run / "trials" / n / "result.json").stat().st_mtime_ns == t for n, t in mtimes.items()
+    )  # not rerun
+    assert not list(run.rglob("*.tmp"))
+
+    subprocess.run([*command, str(clean_parent)], check=True, capture_output=True)
+    assert_same_trials(run, next(clean_parent.glob("*-bench")))
+
+
+def test_resume_refuses_a_different_experiment(tmp_path, capsys):
+    _, run = bench(tmp_path)
+    assert main(["bench", "--resume", str(run), "--seeds", "5", "--quiet"]) == 2
+    assert "--resume: this run has seeds=2, not 5" in capsys.readouterr().err
+    assert main(["bench", "--resume", str(tmp_path / "nothing"), "--quiet"]) == 2
+    assert "is not a relulab run directory" in capsys.readouterr().err
+
+
+def test_a_process_pool_gives_the_same_trials_as_one_process(tmp_path):
+    _, serial = bench(tmp_path / "one", "--workers", "1")
+    _, pooled = bench(tmp_path / "two", "--workers", "2")
+    assert_same_trials(serial, pooled)
+
+
+def test_atomic_writes_leave_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    rundir.write_json_atomic(path, {"version": 1})
+
+    def fail(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.write_json_atomic(path, {"version": 2})
+    assert json.loads(path.read_text()) == {"version": 1} and list(tmp_path.iterdir()) == [path]
+
+
+def test_json_output(tmp_path, capsys):
+    code = main(["bench", *SMALL, "--out", str(tmp_path), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and Path(data["report"]).is_file()
+    assert {r["activation"] for r in data["summary"]} == {"relu", "gelu"}
