@@ -20,7 +20,7 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
     quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```bash\n(.*?)\n```", quick_start, re.S)
     assert len(commands) == 2 and all("\n" not in c for c in commands)
-    assert commands[0].startswith('pip install torch==2.13.0 -e ".[plot]" && relulab ')
+    assert commands[0] == 'pip install torch==2.13.0 -e ".[bench]" && relulab bench'
     assert commands[1] == 'pip install torch==2.13.0 -e ".[test]" && pytest'
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert commands[1] in ci
