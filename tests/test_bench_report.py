@@ -6,130 +6,147 @@ import csv
 import itertools
 import json
 import math
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from relulab.bench import report
 from relulab.cli import main
+
+ACTS = ("relu", "gelu", "mish", "smelu")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     parent = tmp_path_factory.mktemp("runs")
-    options = ["--tasks", "spirals", "digits", "--acts", "relu", "gelu", "mish", "smelu"]
-    assert (
-        main(["bench", *options, "--seeds", "3", "--epochs", "3", "--out", str(parent), "--quiet"])
-        == 0
-    )
+    options = ["--tasks", "spirals", "digits", "--acts", *ACTS, "--seeds", "3", "--epochs", "3"]
+    assert main(["bench", *options, "--out", str(parent), "--quiet"]) == 0
     return next(parent.glob("*-bench"))
 
 
-def _holm(p: dict[str, float]) -> dict[str, float]:
-    """Holm's step-down procedure, written out independently of relulab."""
-    names = sorted(p, key=p.get)
-    m, adjusted, previous = len(names), {}, 0.0
-    for i, name in enumerate(names):
-        previous = max(previous, min(1.0, (m - i) * p[name]))
-        adjusted[name] = previous
-    return adjusted
+def holm_by_definition(p: dict[str, float]) -> dict[str, float]:
+    """Holm's adjusted p-value straight from its definition:
+    p̃_(i) = max over j ≤ i of min(1, (m − j + 1)·p_(j)), with ranks j over the sorted p."""
+    ordered = sorted(p.values())
+    m = len(ordered)
+    return {
+        name: max(min(1.0, (m - j) * ordered[j]) for j in range(ordered.index(value) + 1))
+        for name, value in p.items()
+    }
 
 
-def _float(text: str) -> float:
-    return float(text) if text not in ("", "nan") else math.nan
+def read_summary(run: Path) -> dict[tuple[str, str], dict[str, str]]:
+    return {(r["task"], r["activation"]): r for r in csv.DictReader((run / "summary.csv").open())}
+
+
+def number(text: str) -> float:
+    return float(text) if text not in ("", "nan", "None") else math.nan
+
+
+def scores(run: Path, task: str) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {a: {} for a in ACTS}
+    for path in run.glob(f"trials/{task}-*/result.json"):
+        result = json.loads(path.read_text())
+        if result["status"] == "ok":
+            out[result["activation"]][result["seed"]] = result["test_score"]
+    return out
+
+
+def check_task(run: Path, task: str) -> None:
+    rows = read_summary(run)
+    by_seed = scores(run, task)
+    raw_p = {}
+    for act, values_by_seed in by_seed.items():
+        values = [values_by_seed[s] for s in sorted(values_by_seed)]
+        row = rows[(task, act)]
+        assert number(row["score_mean"]) == pytest.approx(np.mean(values), rel=1e-12)
+        assert number(row["score_std"]) == pytest.approx(np.std(values, ddof=1), rel=1e-12)
+        low, high = stats.t.interval(
+            0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values)
+        )
+        assert number(row["score_ci_low"]) == pytest.approx(low, rel=1e-9)
+        assert number(row["score_ci_high"]) == pytest.approx(high, rel=1e-9)
+        if act == "relu":
+            continue
+        seeds = sorted(set(values_by_seed) & set(by_seed["relu"]))  # pairs by seed
+        treated = [values_by_seed[s] for s in seeds]
+        baseline = [by_seed["relu"][s] for s in seeds]
+        assert number(row["pairs"]) == len(seeds)
+        assert number(row["delta_vs_baseline"]) == pytest.approx(
+            np.mean(np.subtract(treated, baseline)), abs=1e-12
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns on identical differences
+            expected = stats.ttest_rel(treated, baseline).pvalue
+        if math.isfinite(expected):
+            raw_p[act] = expected
+            assert number(row["p_value"]) == pytest.approx(expected, rel=1e-9)
+        else:  # identical differences: scipy has no p-value, nor do we
+            assert math.isnan(number(row["p_value"]))
+    for act, adjusted in holm_by_definition(raw_p).items():
+        row = rows[(task, act)]
+        assert number(row["p_holm"]) == pytest.approx(adjusted, rel=1e-9)
+        assert row["significant"] == str(adjusted < 0.05)
+    means = {a: np.mean(list(v.values())) for a, v in by_seed.items()}
+    assert sorted(means, key=lambda a: -means[a]) == sorted(
+        ACTS, key=lambda a: int(rows[(task, a)]["rank"])
+    )
 
 
 def test_summary_equals_a_recomputation_from_the_trial_files(run):
-    results = [json.loads(p.read_text()) for p in run.glob("trials/*/result.json")]
-    rows = {(r["task"], r["activation"]): r for r in csv.DictReader((run / "summary.csv").open())}
     for task in ("spirals", "digits"):
-        accuracy = {
-            act: {
-                r["seed"]: r["test_accuracy"]
-                for r in results
-                if r["task"] == task and r["activation"] == act
-            }
-            for act in ("relu", "gelu", "mish", "smelu")
-        }
-        p_values = {}
-        for act, by_seed in accuracy.items():
-            values = [by_seed[s] for s in sorted(by_seed)]
-            row = rows[(task, act)]
-            assert _float(row["accuracy_mean"]) == pytest.approx(np.mean(values), rel=1e-12)
-            assert _float(row["accuracy_std"]) == pytest.approx(np.std(values, ddof=1), rel=1e-12)
-            low, high = stats.t.interval(
-                0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values)
-            )
-            assert (
-                _float(row["accuracy_ci_low"]),
-                _float(row["accuracy_ci_high"]),
-            ) == pytest.approx((low, high), rel=1e-9)
-            if act != "relu":
-                baseline = [accuracy["relu"][s] for s in sorted(by_seed)]
-                differences = np.subtract(values, baseline)
-                assert _float(row["delta_vs_baseline"]) == pytest.approx(
-                    differences.mean(), abs=1e-12
-                )
-                if differences.std() > 0:
-                    p_values[act] = stats.ttest_rel(values, baseline).pvalue
-                    assert _float(row["p_value"]) == pytest.approx(p_values[act], rel=1e-9)
-        for act, adjusted in _holm(p_values).items():
-            assert _float(rows[(task, act)]["p_holm"]) == pytest.approx(adjusted, rel=1e-9)
-        ranking = sorted(accuracy, key=lambda a: -np.mean(list(accuracy[a].values())))
-        assert [int(rows[(task, a)]["rank"]) for a in ranking] == [1, 2, 3, 4]
+        check_task(run, task)
+
+
+def test_pairs_are_matched_by_seed_when_seeds_are_missing(run, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(run, partial)
+    shutil.rmtree(partial / "trials" / "digits-gelu-s1")  # gelu now has seeds 0 and 2 only
+    shutil.rmtree(partial / "trials" / "digits-relu-s0")  # relu has 1 and 2: one pair (seed 2)
+    assert main(["report", str(partial)]) == 0
+    check_task(partial, "digits")
+    assert read_summary(partial)[("digits", "gelu")]["pairs"] == "1"
+    assert "of 24 trials finished" in (partial / "report.md").read_text()
 
 
 def test_prediction_difference_equals_a_recomputation(run):
+    rows = read_summary(run)
     for act in ("relu", "gelu"):
         probabilities = [
             np.load(run / "trials" / f"digits-{act}-s{s}" / "predictions.npy") for s in range(3)
         ]
-        top1 = np.mean(
-            [
-                (a.argmax(1) != b.argmax(1)).mean()
-                for a, b in itertools.combinations(probabilities, 2)
-            ]
-        )
-        tv = np.mean(
-            [0.5 * np.abs(a - b).sum(1).mean() for a, b in itertools.combinations(probabilities, 2)]
-        )
-        row = next(
-            r
-            for r in csv.DictReader((run / "summary.csv").open())
-            if r["task"] == "digits" and r["activation"] == act
-        )
-        assert _float(row["pd_top1"]) == pytest.approx(top1, abs=1e-12)
-        assert _float(row["pd_total_variation"]) == pytest.approx(tv, rel=1e-6)
+        pairs = list(itertools.combinations(probabilities, 2))
+        top1 = np.mean([(a.argmax(1) != b.argmax(1)).mean() for a, b in pairs])
+        tv = np.mean([0.5 * np.abs(a.astype(float) - b).sum(1).mean() for a, b in pairs])
+        assert number(rows[("digits", act)]["pd_top1"]) == pytest.approx(top1, abs=1e-12)
+        assert number(rows[("digits", act)]["pd_total_variation"]) == pytest.approx(tv, rel=1e-9)
 
 
-def test_report_markdown_states_the_test_and_significance_plainly(run):
+def test_report_states_each_verdict_from_its_p_value(run):
     text = (run / "report.md").read_text()
-    assert "## spirals" in text and "## digits" in text
-    assert "Paired t-tests against relu over 3 seeds, Holm-corrected" in text
-    assert "significant" in text  # either verdict, spelled out
+    rows = read_summary(run)
+    for (task, act), row in rows.items():
+        section = text.split(f"## {task}")[1].split("\n## ")[0]
+        line = next(x for x in section.splitlines() if x.startswith(f"| {row['rank']} | {act} |"))
+        if act == "relu":
+            assert "| baseline |" in line
+        elif math.isfinite(number(row["p_holm"])):
+            assert ("| significant |" in line) == (number(row["p_holm"]) < 0.05)
+            assert ("| not significant |" in line) == (number(row["p_holm"]) >= 0.05)
+        else:
+            assert "| untested" in line
+    assert "Paired t-tests against relu over 3 paired seeds, Holm-corrected" in text
     for plot in ("accuracy.png", "curves.png", "prediction_difference.png", "cost.png"):
         assert f"]({plot})" in text
 
 
-def test_relulab_report_re_renders_the_same_summary(run, capsys):
-    before = (run / "summary.csv").read_text()
-    (run / "summary.csv").unlink()
-    assert main(["report", str(run)]) == 0
-    assert (run / "summary.csv").read_text() == before
-    assert "report:" in capsys.readouterr().out
-
-
-def test_a_partial_run_renders_what_it_has(run, tmp_path):
-    import shutil
-
-    partial = tmp_path / "partial"
-    shutil.copytree(run, partial)
-    for directory in list((partial / "trials").glob("spirals-gelu-*")):
-        shutil.rmtree(directory)
-    rows = report.render(partial)
-    assert {(r["task"], r["activation"]) for r in rows} == {
-        (t, a) for t in ("spirals", "digits") for a in ("relu", "gelu", "mish", "smelu")
-    } - {("spirals", "gelu")}
-    assert "of 24 trials finished" in (partial / "report.md").read_text()
+def test_another_baseline_can_be_chosen_when_re_rendering(run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert main(["report", str(copy), "--baseline", "gelu"]) == 0
+    assert {r["baseline"] for r in read_summary(copy).values()} == {"gelu"}
+    assert main(["report", str(copy), "--baseline", "golu"]) == 2
+    assert "baseline 'golu' is not among the run's activations" in capsys.readouterr().err

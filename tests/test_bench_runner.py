@@ -3,6 +3,7 @@ before anything trains."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -161,3 +162,106 @@ def test_json_output(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and Path(data["report"]).is_file()
     assert {r["activation"] for r in data["summary"]} == {"relu", "gelu"}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--acts", "relu", "ReLU"], "activation 'relu' is given twice"),
+        (["--acts", "relu", "--acts", "relu"], "activation 'relu' is given twice"),
+        (["--tasks", "spirals", "spirals"], "task 'spirals' is given twice"),
+        (["--tasks", "cvs"], "unknown task 'cvs'; did you mean 'csv'?"),
+        (
+            ["--baseline", "rleu"],
+            "unknown activation 'rleu'; did you mean 'relu'?",
+        ),
+        (["--baseline", "mish"], "baseline 'mish' is not among the activations"),
+        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["--batch-size", "-5"], "--batch-size must be an integer >= 1, got -5"),
+        (["--epochs", "-1"], "--epochs must be an integer >= 1, got -1"),
+        (["--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
+        (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        (["--name", "a/b"], "--name may use letters, digits"),
+    ],
+)
+def test_bad_options_fail_in_one_line_before_a_run_directory_exists(
+    tmp_path, capsys, options, message
+):
+    base = [
+        "bench",
+        "--tasks",
+        "spirals",
+        "--acts",
+        "relu",
+        "gelu",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
+    assert main([*base, *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_specs_that_differ_only_in_sign_get_their_own_trials(tmp_path):
+    code = main(["bench", "--tasks", "spirals", "--acts", "leaky_relu(0.2)", "leaky_relu(-0.2)",
+                 "--seeds", "2", "--epochs", "1", "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    run = next(tmp_path.glob("*-bench"))
+    assert code == 0 and len(list(run.glob("trials/*/result.json"))) == 4
+    rows = list(csv.DictReader((run / "summary.csv").open()))
+    assert sorted(r["activation"] for r in rows) == [
+        "leaky_relu(negative_slope=-0.2)",
+        "leaky_relu(negative_slope=0.2)",
+    ]
+    assert all(r["score_n"] == "2" for r in rows)
+
+
+def test_resume_checks_what_it_would_change(tmp_path, capsys, monkeypatch):
+    _, run = bench(tmp_path)
+    assert main(["bench", "--resume", str(run), "--out", str(tmp_path)]) == 2
+    assert "--out and --name do not apply" in capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())
+    config["plan"]["spirals-relu-s0"]["epochs"] = 99  # as if the task's defaults had changed
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["bench", "--resume", str(run), "--quiet"]) == 2
+    assert "the trials planned now differ" in capsys.readouterr().err
+
+
+def test_resume_of_a_table_checks_the_file_and_accepts_the_same_options(
+    tmp_path, capsys, monkeypatch
+):
+    data = tmp_path / "t.csv"
+    data.write_text("a,b,kind\n" + "".join(f"{i},{i % 3},{'xy'[i % 2]}\n" for i in range(20)))
+    monkeypatch.chdir(tmp_path)
+    options = [
+        "--data",
+        "t.csv",
+        "--target",
+        "kind",
+        "--acts",
+        "relu",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]
+    assert main(["bench", *options, "--out", "runs"]) == 0
+    run = next((tmp_path / "runs").glob("*-bench"))
+    assert main(["bench", "--resume", str(run), *options]) == 0  # same file, same options
+    data.write_text(data.read_text() + "99,1,x\n")
+    assert main(["bench", "--resume", str(run), "--quiet"]) == 2
+    assert "t.csv changed since the run started" in capsys.readouterr().err
+
+
+def test_a_run_in_progress_is_not_run_twice(tmp_path, capsys):
+    from relulab.bench import rundir
+
+    _, run = bench(tmp_path)
+    with rundir.exclusive(run):
+        assert main(["bench", "--resume", str(run), "--quiet"]) == 2
+    assert "is being run by another process" in capsys.readouterr().err

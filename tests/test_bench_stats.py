@@ -71,3 +71,20 @@ def test_expected_calibration_error_worked_example():
     assert stats.expected_calibration_error(probabilities, labels) == pytest.approx(
         0.5 * 0.05 + 0.5 * 0.05
     )
+
+
+def test_ece_puts_a_confidence_on_a_bin_edge_in_the_lower_bin():
+    # With 4 bins, confidence 0.5 is the upper edge of bin [0.25, 0.5]; 0.75 of [0.5, 0.75].
+    probabilities = np.array([[0.5, 0.5], [0.75, 0.25]])
+    labels = np.array([1, 0])  # the first is wrong (argmax picks class 0), the second right
+    # bins: {0.5} wrong → |0 − 0.5|, {0.75} right → |1 − 0.75|; each holds half the examples
+    assert stats.expected_calibration_error(probabilities, labels, bins=4) == pytest.approx(
+        0.5 * 0.5 + 0.5 * 0.25
+    )
+
+
+def test_paired_t_test_calls_equal_differences_untestable_whatever_the_rounding():
+    # Ahead by exactly 3 of 300 examples on every seed: k/300 differences that round unevenly.
+    for treated, baseline in (([166, 170, 160], [163, 167, 157]), ([100, 105], [97, 102])):
+        _, p = stats.paired_t_test([t / 300 for t in treated], [b / 300 for b in baseline])
+        assert math.isnan(p)

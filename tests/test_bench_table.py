@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -93,5 +95,59 @@ def test_a_csv_trains_end_to_end(tmp_path, capsys):
     out = str(tmp_path / "runs")
     options = ["--acts", "relu", "gelu", "--seeds", "2", "--epochs", "3", "--out", out, "--json"]
     code = main(["bench", "--data", str(path), "--target", "kind", *options])
+    data = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert "table" in capsys.readouterr().out
+    assert {(r["task"], r["activation"], r["score_n"]) for r in data["summary"]} == {
+        ("table", "relu", 2),
+        ("table", "gelu", 2),
+    }
+    assert all(0.5 <= r["score_mean"] <= 1.0 for r in data["summary"])  # a learnable rule
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a,label,label\n1,cat,cat\n", "line 1: column 'label' appears twice"),
+        ('a,label\n1,"cat\n2,dog\n3,cat\n', "line 2: a field spans lines (an unterminated quote?)"),
+        ("a,label\n" + "1" * 200_000 + ",cat\n", "line 2: field larger than field limit"),
+    ],
+)
+def test_more_malformed_csv(tmp_path, text, message):
+    with pytest.raises(
+        ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")
+    ):
+        load_table(write(tmp_path, text), "label")
+
+
+def test_non_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"a,label\n1,cat\n2,caf\xe9\n")
+    with pytest.raises(ValueError, match=r"latin\.csv line 3: not UTF-8 text"):
+        load_table(path, "label")
+
+
+def test_numeric_labels_that_are_the_same_number_are_one_class(tmp_path):
+    _, y = load_table(write(tmp_path, "f,t\n1,1\n2,1.0\n3,2\n4,2.00\n"), "t")
+    assert y.tolist() == [0, 0, 1, 1]
+
+
+def test_npz_that_is_not_an_archive_or_not_real(tmp_path):
+    single = tmp_path / "single.npz"
+    with open(single, "wb") as handle:
+        np.save(handle, np.zeros(3))
+    with pytest.raises(ValueError, match="holds a single array"):
+        load_table(single, "y")
+    complex_x = tmp_path / "complex.npz"
+    np.savez(complex_x, x=np.ones((2, 2), dtype=complex), y=np.array([0, 1]))
+    with pytest.raises(ValueError, match="must be a 2-D real array"):
+        load_table(complex_x, "y")
+
+
+def test_a_malformed_npz_is_exit_2_from_the_cli(tmp_path, capsys):
+    path = tmp_path / "data.npz"
+    np.savez(path, x=np.array([[1.0, np.inf], [0.0, 1.0]]), y=np.array([0, 1]))
+    code = main(
+        ["bench", "--data", str(path), "--target", "y", "--out", str(tmp_path / "runs"), "--quiet"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith("x[0, 1] is not finite (inf)") and "\n" not in err

@@ -25,6 +25,30 @@ def without_timing(result: dict) -> dict:
     return {k: v for k, v in result.items() if k != "timing"}
 
 
+def test_trial_ids_stay_distinct_for_specs_that_differ_only_in_punctuation():
+    ids = {
+        spec(a).trial_id
+        for a in ("leaky_relu(negative_slope=0.2)", "leaky_relu(negative_slope=-0.2)", "relu")
+    }
+    assert len(ids) == 3 and "spirals-relu-s0" in ids
+
+
+def test_run_trial_restores_the_callers_torch_settings():
+    torch.set_num_threads(1)
+    before = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.get_rng_state(),
+    )
+    run_trial(spec("relu", epochs=1, threads=2))
+    after = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.get_rng_state(),
+    )
+    assert before[:2] == after[:2] and torch.equal(before[2], after[2])
+
+
 def test_a_trial_is_bit_identical_when_repeated():
     first, second = run_trial(spec("smartmixed")), run_trial(spec("smartmixed"))
     assert without_timing(first.result) == without_timing(second.result)
@@ -45,7 +69,7 @@ def _weights(model: nn.Module) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("task_name", ["spirals", "digits", "digits_cnn", "mnist1d"])
-def test_every_activation_starts_from_the_same_weights(task_name):
+def test_paired_init_gives_every_activation_the_same_weights(task_name):
     task = get_task(task_name)
     data = task.data()
     models = []
@@ -61,49 +85,60 @@ def test_every_activation_starts_from_the_same_weights(task_name):
         models.append(model)
     for other in models[1:]:
         assert all(torch.equal(a, b) for a, b in zip(_weights(models[0]), _weights(other)))
-
-
-class Recorder(nn.Module):
-    """Identity that records the first value of every batch it sees."""
-
-    seen: list[float]
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def forward(self, x):
-        if self.training:
-            self.seen.append(float(x[0, 0]))
-        return x
+        biases = [
+            [m.bias for m in x.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+            for x in (models[0], other)
+        ]
+        assert all(torch.equal(a, b) for a, b in zip(*biases))
 
 
 @dataclasses.dataclass(frozen=True)
-class RecordingSpirals(Spirals):
-    """Spirals whose model is one linear layer after a recorder on the input."""
-
-    activation: str = "relu"
+class Watched(Spirals):
+    """Spirals whose model records, on its first forward, its initial weights and biases,
+    and the first input of every training batch."""
 
     def model(self, activation, data):
-        return nn.Sequential(Recorder(), MLP(2, (8,), data.classes, activation))
+        model = MLP(2, (8,), data.classes, activation)
+        model.initial, model.batches = None, []
+
+        def record(module, inputs):
+            if model.initial is None:  # the Linear layers' weights and biases
+                linear = [m for m in module.modules() if isinstance(m, nn.Linear)]
+                model.initial = [t.detach().clone() for m in linear for t in (m.weight, m.bias)]
+            if module.training:
+                model.batches.append(inputs[0][0].tolist())
+
+        model.register_forward_pre_hook(record)
+        WATCHED.append(model)
+        return model
 
 
-def test_the_data_order_depends_on_the_seed_only():
-    orders = []
-    for activation in ("relu", "mish"):
-        task = RecordingSpirals()
-        recorded = []
-        original = task.model
+WATCHED: list[nn.Module] = []
 
-        def model(act, data, original=original, recorded=recorded):
-            built = original(act, data)
-            recorded.append(built[0])
-            return built
 
-        object.__setattr__(task, "model", model)
+def test_run_trial_pairs_initial_weights_and_data_order_across_activations():
+    """relu draws no random numbers and smartmixed draws many (its init and its Gumbel noise);
+    both must start from the weights and see the batches that the seed alone defines."""
+    WATCHED.clear()
+    task = Watched()
+    for activation in ("relu", "smartmixed"):
         run_trial(TrialSpec(task, activation, 3, 2, 64, 1e-3))
-        orders.append(recorded[0].seen)
-    assert orders[0] == orders[1] and len(orders[0]) > 10
+    relu_model, mixed_model = WATCHED
+    assert all(torch.equal(a, b) for a, b in zip(relu_model.initial, mixed_model.initial))
+    expected = MLP(2, (8,), 3, lambda n: nn.ReLU())
+    paired_init(expected, 3)
+    assert all(torch.equal(a, b) for a, b in zip(relu_model.initial, expected.parameters()))
+    assert len(relu_model.initial) == 4
+    assert relu_model.batches == mixed_model.batches
+    data = task.data()
+    order = torch.cat(
+        [
+            torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(3))
+            for _ in range(1)
+        ]
+    )
+    first_batch = data.x_train[order[0]].tolist()
+    assert relu_model.batches[1] == first_batch  # batches[0] is the saved-bytes probe
 
 
 def test_the_split_is_fixed_and_stratified():
@@ -145,7 +180,7 @@ def test_dead_units_and_sparsity_by_hand():
 def test_a_diverging_trial_is_recorded_not_raised():
     outcome = run_trial(spec("relu", learning_rate=1e30, epochs=5))
     assert outcome.result["status"] == "diverged"
-    assert np.isnan(outcome.result["test_accuracy"])
+    assert np.isnan(outcome.result["test_score"])
 
 
 def test_smartmixed_gets_its_width_from_the_layer():

@@ -18,35 +18,41 @@ from typing import Any
 import numpy as np
 
 from relulab.bench import rundir, stats
+from relulab.registry import did_you_mean
 
 SIGNIFICANCE = 0.05
 
 
 @dataclass
 class Trials:
-    """The finished trials of a run, grouped by task and activation (seed order)."""
+    """The finished trials of a run, grouped by task and activation."""
 
     config: dict[str, Any]
     results: dict[str, dict[str, list[dict[str, Any]]]]  # task -> activation -> results
-    curves: dict[str, dict[str, list[list[dict[str, Any]]]]]  # ... -> per-seed epoch lines
+    curves: dict[str, dict[str, list[list[dict[str, Any]]]]]  # ... -> per ok seed, epoch lines
     predictions: dict[str, dict[str, list[np.ndarray]]]  # ... -> per ok seed
+
+    def task_info(self, task: str) -> tuple[str, str]:
+        """(metric, description) of a task, as its trials recorded them."""
+        first = next(iter(self.results[task].values()))[0]
+        return first.get("metric", "accuracy"), first.get("task_description", "")
 
 
 def load_trials(run: Path) -> Trials:
-    config = rundir.read_json(run / rundir.CONFIG)
+    config = rundir.read_config(run)
     results: dict = defaultdict(lambda: defaultdict(list))
     curves: dict = defaultdict(lambda: defaultdict(list))
     predictions: dict = defaultdict(lambda: defaultdict(list))
     for trial_id in config["trials"]:
         directory = rundir.trial_directory(run, trial_id)
-        if not (directory / rundir.RESULT).is_file():
+        if not rundir.is_finished(run, trial_id):
             continue
         result = rundir.read_json(directory / rundir.RESULT)
         task, activation = result["task"], result["activation"]
         results[task][activation].append(result)
-        lines = (directory / rundir.METRICS).read_text().splitlines()
-        curves[task][activation].append([json.loads(line) for line in lines])
         if result["status"] == "ok":
+            lines = (directory / rundir.METRICS).read_text().splitlines()
+            curves[task][activation].append([json.loads(line) for line in lines])
             predictions[task][activation].append(
                 np.load(directory / rundir.PREDICTIONS, allow_pickle=False)
             )
@@ -63,46 +69,56 @@ def _layer_mean(results: list[dict[str, Any]], key: str) -> float:
     return _mean([np.mean([layer[key] for layer in r["layers"]]) for r in results if r["layers"]])
 
 
-def summarize(trials: Trials) -> list[dict[str, Any]]:
-    """One row per (task, activation): accuracy statistics, paired test against the baseline
-    (Holm-corrected within the task), prediction difference, calibration, cost."""
-    baseline = trials.config["config"].get("baseline", "relu")
+def resolve_baseline(trials: Trials, baseline: str | None) -> str:
+    compared = trials.config["config"]["activations"]
+    chosen = baseline or trials.config["config"].get("baseline") or compared[0]
+    if chosen not in compared:
+        hint = did_you_mean(chosen, compared) or f" (compared: {', '.join(compared)})"
+        raise ValueError(f"baseline {chosen!r} is not among the run's activations{hint}")
+    return chosen
+
+
+def summarize(trials: Trials, baseline: str | None = None) -> list[dict[str, Any]]:
+    """One row per (task, activation): score statistics, a paired t-test against the baseline
+    over the seeds where both finished (Holm-corrected within the task), prediction
+    difference, calibration, dead units, cost."""
+    baseline = resolve_baseline(trials, baseline)
     order = trials.config["config"]["activations"]
     rows = []
     for task, by_activation in trials.results.items():
-        by_seed = {
-            activation: {
-                r["seed"]: (r["test_accuracy"] if r["status"] == "ok" else math.nan)
-                for r in results
-            }
+        score = {
+            activation: {r["seed"]: r["test_score"] for r in results if r["status"] == "ok"}
             for activation, results in by_activation.items()
         }
         raw_p, task_rows = {}, []
         for activation in [a for a in order if a in by_activation]:
-            results = by_activation[activation]
-            accuracy = stats.summary([r["test_accuracy"] for r in results if r["status"] == "ok"])
+            results, ok = (
+                by_activation[activation],
+                [r for r in by_activation[activation] if r["status"] == "ok"],
+            )
+            summary = stats.summary([r["test_score"] for r in ok])
             row = {
                 "task": task,
                 "activation": activation,
                 "trials": len(results),
-                "diverged": sum(r["status"] != "ok" for r in results),
-                "accuracy_n": accuracy["n"],
-                "accuracy_mean": accuracy["mean"],
-                "accuracy_std": accuracy["std"],
-                "accuracy_ci_low": accuracy["ci_low"],
-                "accuracy_ci_high": accuracy["ci_high"],
+                "diverged": len(results) - len(ok),
+                "score_n": summary["n"],
+                "score_mean": summary["mean"],
+                "score_std": summary["std"],
+                "score_ci_low": summary["ci_low"],
+                "score_ci_high": summary["ci_high"],
+                "pairs": 0,
+                "delta_vs_baseline": math.nan,
+                "p_value": math.nan,
             }
-            if activation != baseline and baseline in by_seed:
-                seeds = sorted(set(by_seed[activation]) & set(by_seed[baseline]))
-                difference, p = stats.paired_t_test(
-                    [by_seed[activation][s] for s in seeds], [by_seed[baseline][s] for s in seeds]
+            if activation != baseline and baseline in score:
+                seeds = sorted(set(score[activation]) & set(score[baseline]))
+                row["pairs"] = len(seeds)
+                row["delta_vs_baseline"], row["p_value"] = stats.paired_t_test(
+                    [score[activation][s] for s in seeds], [score[baseline][s] for s in seeds]
                 )
-                row["delta_vs_baseline"], raw_p[activation] = difference, p
-            else:
-                row["delta_vs_baseline"] = math.nan
-            row["p_value"] = raw_p.get(activation, math.nan)
+                raw_p[activation] = row["p_value"]
             pd = stats.prediction_difference(trials.predictions[task].get(activation, []))
-            ok = [r for r in results if r["status"] == "ok"]
             row.update(
                 {
                     "pd_pairs": pd["pairs"],
@@ -112,9 +128,7 @@ def summarize(trials: Trials) -> list[dict[str, Any]]:
                     "ece_mean": _mean([r["ece"] for r in ok]),
                     "dead_fraction_mean": _layer_mean(ok, "dead_fraction"),
                     "sparsity_mean": _layer_mean(ok, "sparsity"),
-                    "seconds_per_epoch": _mean(
-                        [r["timing"]["mean_seconds_per_epoch"] for r in results]
-                    ),
+                    "seconds_per_epoch": _mean([r["timing"]["mean_seconds_per_epoch"] for r in ok]),
                     "saved_bytes_per_step": _mean([r["saved_bytes_per_step"] for r in results]),
                 }
             )
@@ -122,24 +136,23 @@ def summarize(trials: Trials) -> list[dict[str, Any]]:
         adjusted = stats.holm(raw_p)
         ranked = sorted(
             task_rows,
-            key=lambda r: -r["accuracy_mean"] if math.isfinite(r["accuracy_mean"]) else math.inf,
+            key=lambda r: -r["score_mean"] if math.isfinite(r["score_mean"]) else math.inf,
         )
-        for rank, row in enumerate(ranked, 1):
-            row["rank"] = rank
+        for position, row in enumerate(ranked, 1):
+            row["rank"] = position if math.isfinite(row["score_mean"]) else None
             row["p_holm"] = adjusted.get(row["activation"], math.nan)
-            row["significant"] = (
-                bool(row["p_holm"] < SIGNIFICANCE) if math.isfinite(row["p_holm"]) else False
-            )
+            row["significant"] = bool(row["p_holm"] < SIGNIFICANCE)  # False for NaN
+            row["baseline"] = baseline
         rows.extend(ranked)
     return rows
 
 
 CSV_FIELDS = [
-    "task", "activation", "rank", "trials", "diverged", "accuracy_n", "accuracy_mean",
-    "accuracy_std", "accuracy_ci_low", "accuracy_ci_high", "delta_vs_baseline", "p_value",
-    "p_holm", "significant",
-    "pd_pairs", "pd_top1", "pd_total_variation", "test_loss_mean", "ece_mean", "dead_fraction_mean",
-    "sparsity_mean", "seconds_per_epoch", "saved_bytes_per_step",
+    "task", "activation", "baseline", "rank", "trials", "diverged", "score_n", "score_mean",
+    "score_std", "score_ci_low", "score_ci_high", "pairs", "delta_vs_baseline", "p_value",
+    "p_holm", "significant", "pd_pairs", "pd_top1", "pd_total_variation", "test_loss_mean",
+    "ece_mean", "dead_fraction_mean", "sparsity_mean", "seconds_per_epoch",
+    "saved_bytes_per_step",
 ]  # fmt: skip
 
 
@@ -152,8 +165,10 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _pct(value: float, digits: int = 1) -> str:
-    return f"{100 * value:.{digits}f}" if math.isfinite(value) else "n/a"
+def _number(value: float, scale: float = 1.0, digits: int = 2, signed: bool = False) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{scale * value:{'+' if signed else ''}.{digits}f}"
 
 
 def _p(value: float) -> str:
@@ -162,38 +177,46 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def verdict(row: dict[str, Any]) -> str:
+    if row["activation"] == row["baseline"]:
+        return "baseline"
+    if math.isfinite(row["p_holm"]):
+        return "significant" if row["significant"] else "not significant"
+    return "untested" if row["pairs"] < 2 else "untested: same difference on every seed"
+
+
 def task_table(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """Rows of the per-task table as printed by the CLI and written to report.md."""
+    """Rows of the per-task table as printed by the CLI and written to report.md.
+
+    The CI shown is clipped to [0, 100] % (summary.csv keeps the raw t-interval).
+    """
     table = []
     for r in rows:
-        verdict = (
-            "significant"
-            if r["significant"]
-            else ("—" if not math.isfinite(r["p_holm"]) else "not significant")
-        )
+        low, high = max(r["score_ci_low"], 0.0), min(r["score_ci_high"], 1.0)
         table.append(
             [
-                str(r["rank"]),
+                str(r["rank"] or "—"),
                 r["activation"],
-                f"{_pct(r['accuracy_mean'], 2)} ± {_pct(r['accuracy_std'], 2)}",
-                f"[{_pct(r['accuracy_ci_low'], 2)}, {_pct(r['accuracy_ci_high'], 2)}]",
-                f"{'+' if r['delta_vs_baseline'] > 0 else ''}{_pct(r['delta_vs_baseline'], 2)}",
+                f"{_number(r['score_mean'], 100)} ± {_number(r['score_std'], 100)}",
+                f"[{_number(low, 100)}, {_number(high, 100)}]",
+                _number(r["delta_vs_baseline"], 100, signed=True),
                 _p(r["p_holm"]),
-                verdict,
-                _pct(r["pd_top1"]),
-                f"{r['ece_mean']:.3f}" if math.isfinite(r["ece_mean"]) else "n/a",
-                _pct(r["dead_fraction_mean"]),
-                f"{1000 * r['seconds_per_epoch']:.0f}",
-                f"{r['saved_bytes_per_step'] / 1024:.0f}",
+                verdict(r),
+                _number(r["pd_top1"], 100, 1),
+                _number(r["ece_mean"], 1, 3),
+                _number(r["dead_fraction_mean"], 100, 1),
+                _number(r["seconds_per_epoch"], 1000, 0),
+                _number(r["saved_bytes_per_step"], 1 / 1024, 0),
             ]
         )
     return table
 
 
-TABLE_HEADERS = [
-    "rank", "activation", "accuracy % (mean ± std)", "95% CI", "Δ vs baseline", "p (Holm)",
-    "verdict", "PD top-1 %", "ECE", "dead %", "ms/epoch", "saved KiB/step",
-]  # fmt: skip
+def table_headers(metric: str = "accuracy") -> list[str]:
+    return [
+        "rank", "activation", f"{metric} % (mean ± std)", "95% CI", "Δ vs baseline (points)",
+        "p (Holm)", "verdict", "PD top-1 %", "ECE", "dead %", "ms/epoch", "saved KiB/step",
+    ]  # fmt: skip
 
 
 def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -202,24 +225,34 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _findings(task: str, rows: list[dict[str, Any]], baseline: str, seeds: int) -> str:
+def _findings(task: str, rows: list[dict[str, Any]]) -> str:
+    baseline = rows[0]["baseline"]
     tested = [r for r in rows if math.isfinite(r["p_holm"])]
+    untested = [
+        r["activation"]
+        for r in rows
+        if r["activation"] != baseline and not math.isfinite(r["p_holm"])
+    ]
+    pairs = sorted({r["pairs"] for r in tested})
+    n = (f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}–{pairs[-1]}") if pairs else "0"
+    test = f"Paired t-tests against {baseline} over {n} paired seeds"
+    parts = [f"{test}, Holm-corrected, α = {SIGNIFICANCE}:"]
     better = [r["activation"] for r in tested if r["significant"] and r["delta_vs_baseline"] > 0]
     worse = [r["activation"] for r in tested if r["significant"] and r["delta_vs_baseline"] < 0]
-    parts = [
-        f"Paired t-tests against {baseline} over {seeds} seeds, Holm-corrected, α = {SIGNIFICANCE}:"
-    ]
     if not tested:
-        parts.append("nothing could be tested (fewer than two paired seeds, or no variance).")
+        parts.append("nothing could be tested.")
     elif not better and not worse:
-        parts.append(
-            f"no activation differs significantly from {baseline} on {task} (not significant)."
-        )
+        parts.append(f"no tested activation differs significantly from {baseline} on {task}.")
     else:
         if better:
             parts.append(f"significantly better than {baseline}: {', '.join(better)}.")
         if worse:
             parts.append(f"significantly worse than {baseline}: {', '.join(worse)}.")
+    if untested:
+        parts.append(
+            f"Untested (fewer than two paired seeds, or the same difference on every seed): "
+            f"{', '.join(untested)}."
+        )
     diverged = [f"{r['activation']} ({r['diverged']})" for r in rows if r["diverged"]]
     if diverged:
         parts.append(f"Diverged trials, left out of the statistics: {', '.join(diverged)}.")
@@ -231,36 +264,47 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
     settings = config["config"]
     versions = ", ".join(f"{k} {v}" for k, v in sorted(config["versions"].items()))
     finished = sum(len(r) for by_act in trials.results.values() for r in by_act.values())
+    commit = config["git"].get("commit") or "unknown"
     lines = [
         f"# relulab bench: {settings['name']}",
         "",
         f"Created {config['created']}; {finished} of {len(config['trials'])} trials finished. "
-        f"Suite {settings['suite']}, {settings['seeds']} seeds, baseline {settings['baseline']}.",
+        f"Suite {settings['suite']}, {settings['seeds']} seeds per cell.",
         "",
-        f"Versions: {versions}. Git: {config['git'].get('commit') or 'unknown'}"
+        f"Versions: {versions}. Git: {commit}"
         + (" (uncommitted changes)" if config["git"].get("dirty") else "")
         + f". Platform: {config['platform']['system']}, {config['platform']['cpu_count']} CPUs.",
         "",
-        "Accuracy is on each task's fixed test split. PD top-1 is the fraction of test examples "
-        "on which two seeds' models disagree (mean over seed pairs). Dead units never have a "
-        "positive pre-activation on the training set. ms/epoch is training time; saved KiB/step "
-        "is what autograd keeps for backward in one step, weights and inputs excluded.",
+        "Scores are on each task's fixed test split; the CI is a t-interval of the mean over "
+        "seeds. PD top-1 is the fraction of test examples on which two seeds' models disagree "
+        "(mean over seed pairs). Dead units never have a positive pre-activation on the "
+        "training set. ms/epoch is training time, measured while other trials may run "
+        "alongside; saved KiB/step is what autograd keeps for backward in one step, weights, "
+        "inputs and targets excluded.",
     ]
     for task in trials.results:
+        metric, description = trials.task_info(task)
         task_rows = [r for r in rows if r["task"] == task]
-        lines += ["", f"## {task}", "", _markdown_table(TABLE_HEADERS, task_table(task_rows)), ""]
-        lines.append(_findings(task, task_rows, settings["baseline"], settings["seeds"]))
+        heading = f"## {task}" + (f": {description}" if description else "")
+        lines += [
+            "",
+            heading,
+            "",
+            _markdown_table(table_headers(metric), task_table(task_rows)),
+            "",
+        ]
+        lines.append(_findings(task, task_rows))
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 
 
-def render(run: Path) -> list[dict[str, Any]]:
+def render(run: Path, baseline: str | None = None) -> list[dict[str, Any]]:
     """Write summary.csv, report.md and the plots of ``run``; return the summary rows."""
     from relulab.bench import plots  # matplotlib is imported there, lazily
 
     trials = load_trials(run)
-    rows = summarize(trials)
+    rows = summarize(trials, baseline)
     rundir.write_text_atomic(run / "summary.csv", summary_csv(rows))
     written = plots.draw_all(run, trials, rows)
     rundir.write_text_atomic(run / "report.md", report_markdown(trials, rows, written))

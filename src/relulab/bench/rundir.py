@@ -16,12 +16,15 @@ place, so a kill at any moment leaves either the old file, the new one, or none.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -67,7 +70,34 @@ def write_array_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+
+
+def read_config(run: Path) -> dict[str, Any]:
+    """A run directory's config.json, or a one-line ValueError saying it is not one."""
+    if not (run / CONFIG).is_file():
+        raise ValueError(f"{run} is not a relulab run directory (no {CONFIG})")
+    return read_json(run / CONFIG)
+
+
+def remove_leftovers(run: Path) -> None:
+    """Temporary files of writes that a kill cut short (trial files, report, plots)."""
+    for leftover in run.rglob(".*.tmp"):
+        leftover.unlink()
+
+
+@contextlib.contextmanager
+def exclusive(run: Path) -> Iterator[None]:
+    """Hold the run's lock: two processes running the same run would duplicate its work."""
+    with open(run / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{run} is being run by another process") from None
+        yield
 
 
 def new_run_directory(parent: Path, name: str) -> Path:
@@ -93,9 +123,19 @@ def is_finished(run: Path, trial_id: str) -> bool:
 
 
 def git_revision() -> dict[str, Any]:
-    """The git commit of the relulab source tree this runs from, when it is a checkout."""
+    """The git commit of the relulab source tree this runs from, when it is a checkout.
+
+    Only when this very file is tracked by that repository: relulab installed inside some
+    other project's virtual environment must not record that project's commit.
+    """
     source = Path(__file__).resolve().parent
     try:
+        tracked = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", Path(__file__).name],
+            cwd=source, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        if tracked.returncode != 0:
+            return {"commit": None, "dirty": None}
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10
         )
@@ -114,7 +154,7 @@ def _head_from_files(start: Path) -> str | None:
     """Fallback without a git binary: follow .git/HEAD by hand."""
     for directory in (start, *start.parents):
         head = directory / ".git" / "HEAD"
-        if head.is_file():
+        if head.is_file() and (directory / "src" / "relulab").is_dir():  # relulab's own checkout
             text = head.read_text().strip()
             if text.startswith("ref: "):
                 ref = directory / ".git" / text[5:]

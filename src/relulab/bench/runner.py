@@ -4,8 +4,11 @@ on a Ray cluster; the driver alone writes the run directory."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -14,14 +17,40 @@ from pathlib import Path
 from typing import Any
 
 from relulab.bench import rundir
-from relulab.bench.tasks import get_task
+from relulab.bench.tasks import canonical_task_name, get_task
 from relulab.bench.trainer import TrialOutcome, TrialSpec, activation_for_width, run_trial
 from relulab.optional import require
+from relulab.registry import did_you_mean, format_spec, parse_spec
 
 DEFAULT_TASKS = ("spirals", "digits", "mnist1d")
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "mish", "golu", "smelu", "xsilu")
 SUITES = {"quick": {"seeds": 3}, "full": {"seeds": 10}}
-TABLE_TASKS = {"csv": "table", "npz": "table"}  # the user's table, by file type
+# The options that define an experiment: a resumed run must keep them.
+EXPERIMENT_FIELDS = (
+    "tasks", "activations", "suite", "seeds", "epochs", "learning_rate", "batch_size",
+    "threads", "data", "target",
+)  # fmt: skip
+
+
+def canonical_spec(spec: str) -> str:
+    """One spelling per activation: ``"ReLU"`` → ``"relu"``, ``"leaky_relu(0.2)"`` →
+    ``"leaky_relu(negative_slope=0.2)"``."""
+    return format_spec(*parse_spec(spec))
+
+
+def _unique(kind: str, names: list[str]) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{kind} {repeated[0]!r} is given twice")
+    return names
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass
@@ -38,27 +67,57 @@ class BenchConfig:
     threads: int = 1  # per trial; fixed so that results do not depend on the worker count
     data: str | None = None
     target: str | None = None
+    data_sha256: str | None = None
     name: str = "bench"
-    baseline: str = "relu"
+    baseline: str | None = None  # None: relu if it is compared, else the first activation
 
     def resolved(self) -> BenchConfig:
-        """A copy with the suite's defaults filled in and every name checked."""
+        """A copy with defaults filled in, names made canonical, and every value checked."""
         if self.suite not in SUITES:
             raise ValueError(f"unknown suite {self.suite!r} (choose from {', '.join(SUITES)})")
-        for key, value in (
-            ("seeds", self.seeds),
-            ("epochs", self.epochs),
-            ("threads", self.threads),
+        for key in ("seeds", "epochs", "batch_size", "threads"):
+            value = getattr(self, key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"--{key.replace('_', '-')} must be an integer >= 1, got {value!r}"
+                )
+        if self.learning_rate is not None and not (
+            math.isfinite(self.learning_rate) and self.learning_rate > 0
         ):
-            if value is not None and value < 1:
-                raise ValueError(f"--{key} must be at least 1, got {value}")
-        tasks = [TABLE_TASKS.get(t, t) for t in self.tasks]
-        if "table" in tasks and not (self.data and self.target):
-            raise ValueError("the csv/npz task needs --data FILE and --target COLUMN")
-        for spec in self.activations:  # fails on unknown names before anything trains
+            raise ValueError(f"--lr must be a finite number > 0, got {self.learning_rate!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
+            raise ValueError(
+                f"--name may use letters, digits, '_', '.' and '-' only, got {self.name!r}"
+            )
+        tasks = _unique("task", [canonical_task_name(t) for t in self.tasks])
+        activations = _unique("activation", [canonical_spec(s) for s in self.activations])
+        for spec in activations:  # unbuildable arguments fail here, before anything trains
             activation_for_width(spec, 4)
-        seeds = self.seeds or SUITES[self.suite]["seeds"]
-        return dataclasses.replace(self, tasks=tasks, seeds=seeds)
+        data, digest = self.data, self.data_sha256
+        if "table" in tasks:
+            if not (self.data and self.target):
+                raise ValueError("the csv/npz task needs --data FILE and --target COLUMN")
+            data = str(Path(self.data).resolve())
+            if not Path(data).is_file():
+                raise ValueError(f"cannot read {self.data}: no such file")
+            digest = _file_digest(data)
+        baseline = canonical_spec(self.baseline) if self.baseline else None
+        if baseline is None:
+            baseline = "relu" if "relu" in activations else activations[0]
+        elif baseline not in activations:
+            hint = did_you_mean(baseline, activations) or f" (compared: {', '.join(activations)})"
+            raise ValueError(f"baseline {self.baseline!r} is not among the activations{hint}")
+        return dataclasses.replace(
+            self,
+            tasks=tasks,
+            activations=activations,
+            seeds=self.seeds or SUITES[self.suite]["seeds"],
+            data=data,
+            data_sha256=digest,
+            baseline=baseline,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,7 +134,6 @@ def plan(config: BenchConfig) -> list[TrialSpec]:
         arguments = {"path": config.data, "target": config.target} if task_name == "table" else {}
         task = get_task(task_name, **arguments)
         task.data()  # unreadable data fails here, not in a worker
-        epochs = config.epochs or task.epochs[config.suite]
         for activation in config.activations:
             for seed in range(config.seeds):
                 specs.append(
@@ -83,7 +141,7 @@ def plan(config: BenchConfig) -> list[TrialSpec]:
                         task=task,
                         activation=activation,
                         seed=seed,
-                        epochs=epochs,
+                        epochs=config.epochs or task.epochs[config.suite],
                         batch_size=config.batch_size or task.batch_size,
                         learning_rate=config.learning_rate or task.learning_rate,
                         threads=config.threads,
@@ -92,18 +150,21 @@ def plan(config: BenchConfig) -> list[TrialSpec]:
     return specs
 
 
+def _spec_record(spec: TrialSpec) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(spec).items() if k != "task"}
+
+
 def write_trial(run: Path, spec: TrialSpec, outcome: TrialOutcome) -> None:
     """A trial's files; result.json last, so that its presence means the trial is complete."""
     directory = rundir.trial_directory(run, spec.trial_id)
     lines = "".join(json.dumps(epoch, sort_keys=True) + "\n" for epoch in outcome.epochs)
     rundir.write_text_atomic(directory / rundir.METRICS, lines)
-    if outcome.probabilities is not None:
-        rundir.write_array_atomic(directory / rundir.PREDICTIONS, outcome.probabilities)
+    rundir.write_array_atomic(directory / rundir.PREDICTIONS, outcome.probabilities)
     result = {
         **outcome.result,
         "schema": rundir.SCHEMA_VERSION,
         "trial": spec.trial_id,
-        "spec": {k: v for k, v in dataclasses.asdict(spec).items() if k != "task"},
+        "spec": _spec_record(spec),
         "finished": rundir.now_iso(),
     }
     rundir.write_json_atomic(directory / rundir.RESULT, result)
@@ -129,10 +190,21 @@ def _process_pool(specs: list[TrialSpec], workers: int) -> Iterator[tuple[TrialS
             raise
 
 
-def _ray(specs: list[TrialSpec], address: str | None) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
+def connect_ray(address: str | None) -> Any:
+    """Ray, connected to ``address`` ($RAY_ADDRESS, else a running cluster) unless it is already."""
     ray = require("ray", extra="ray", purpose="--executor ray")
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto")
+        try:
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto")
+        except (ConnectionError, RuntimeError) as error:
+            raise ValueError(
+                f"cannot reach a Ray cluster: {str(error).strip().splitlines()[0]}"
+            ) from None
+    return ray
+
+
+def _ray(specs: list[TrialSpec], address: str | None) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
+    ray = connect_ray(address)
     remote_trial = ray.remote(run_trial)
     references = {remote_trial.options(num_cpus=spec.threads).remote(spec): spec for spec in specs}
     pending = list(references)
@@ -162,7 +234,7 @@ def execute(
 
 
 def start_run(config: BenchConfig, parent: Path) -> tuple[Path, BenchConfig, list[TrialSpec]]:
-    """Create a new run directory with its config.json."""
+    """Create a new run directory with its config.json (only once everything has checked out)."""
     config = config.resolved()
     specs = plan(config)
     run = rundir.new_run_directory(parent, config.name)
@@ -173,47 +245,53 @@ def start_run(config: BenchConfig, parent: Path) -> tuple[Path, BenchConfig, lis
             "created": rundir.now_iso(),
             "config": config.to_dict(),
             "trials": [s.trial_id for s in specs],
+            "plan": {s.trial_id: _spec_record(s) for s in specs},
             **rundir.environment(),
         },
     )
     return run, config, specs
 
 
-EXPERIMENT_FIELDS = (
-    "tasks",
-    "activations",
-    "suite",
-    "seeds",
-    "epochs",
-    "learning_rate",
-    "batch_size",
-    "threads",
-    "data",
-    "target",
-)
-
-
 def resume_run(
     run: Path, requested: dict[str, Any] | None = None
 ) -> tuple[BenchConfig, list[TrialSpec]]:
-    """The stored config of ``run`` and its trials.
+    """The stored config of ``run`` and its trials, after checking that nothing has drifted.
 
     ``requested`` holds experiment options given again on the command line; any that differ
-    from the stored run are an error (a resumed run must finish the experiment it started).
+    from the stored run are an error, and so are a changed data file, a changed plan (the
+    code's defaults moved) or other relulab or torch versions: a resumed run must finish the
+    experiment it started, bit for bit.
     """
-    path = run / rundir.CONFIG
-    if not path.is_file():
-        raise ValueError(f"{run} is not a relulab run directory (no {rundir.CONFIG})")
-    stored = BenchConfig.from_dict(rundir.read_json(path)["config"])
-    for key, value in (requested or {}).items():
-        if key in EXPERIMENT_FIELDS and value is not None and value != getattr(stored, key):
+    stored_file = rundir.read_config(run)
+    stored = BenchConfig.from_dict(stored_file["config"])
+    requested = {
+        k: v for k, v in (requested or {}).items() if k in EXPERIMENT_FIELDS and v is not None
+    }
+    if requested:
+        again = dataclasses.replace(stored, **requested, data_sha256=None).resolved()
+        for key in requested:
+            if getattr(again, key) != getattr(stored, key):
+                has, given = getattr(stored, key), requested[key]
+                raise ValueError(
+                    f"--resume: this run has {key}={has!r}, not {given!r}; "
+                    "drop the option or start a new run"
+                )
+    if stored.data and _file_digest(stored.data) != stored.data_sha256:
+        raise ValueError(f"--resume: {stored.data} changed since the run started; start a new run")
+    versions = rundir.environment()["versions"]
+    for package in ("relulab", "torch"):
+        if versions.get(package) != stored_file["versions"].get(package):
             raise ValueError(
-                f"--resume: this run has {key}={getattr(stored, key)!r}, not {value!r}; "
-                "drop the option or start a new run"
+                f"--resume: the run started with {package} {stored_file['versions'].get(package)}, "
+                f"this is {versions.get(package)}; results would not be comparable"
             )
-    for leftover in run.glob("trials/*/.*.tmp"):  # a write cut short by a kill
-        leftover.unlink()
-    return stored, plan(stored)
+    specs = plan(stored)
+    if {s.trial_id: _spec_record(s) for s in specs} != stored_file.get("plan"):
+        raise ValueError(
+            "--resume: the trials planned now differ from the run's (defaults changed?)"
+        )
+    rundir.remove_leftovers(run)
+    return stored, specs
 
 
 def run_missing(
@@ -227,10 +305,11 @@ def run_missing(
 ) -> int:
     """Run the trials of ``specs`` that ``run`` does not have yet; returns how many ran."""
     missing = [s for s in specs if not rundir.is_finished(run, s.trial_id)]
-    for spec, outcome in execute(
-        missing, workers=workers, executor=executor, ray_address=ray_address
-    ):
-        write_trial(run, spec, outcome)
-        if on_trial:
-            on_trial(spec, outcome)
+    with rundir.exclusive(run):
+        for spec, outcome in execute(
+            missing, workers=workers, executor=executor, ray_address=ray_address
+        ):
+            write_trial(run, spec, outcome)
+            if on_trial:
+                on_trial(spec, outcome)
     return len(missing)

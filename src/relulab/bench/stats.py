@@ -31,14 +31,17 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 def paired_t_test(treatment: Sequence[float], baseline: Sequence[float]) -> tuple[float, float]:
     """Mean paired difference (treatment − baseline) and the two-sided p-value.
 
-    Pairs with a non-finite member are dropped. With fewer than two pairs, or differences
-    without variance, the p-value is NaN: there is nothing to test.
+    Pairs with a non-finite member are dropped. With fewer than two pairs, or the same
+    difference on every pair, the p-value is NaN: there is nothing a t-test can say. "The
+    same" allows for rounding (accuracies are k/N, and k/N − j/N is not always exact), so
+    the verdict does not depend on which test set sizes happen to round evenly.
     """
     pairs = [(t, b) for t, b in zip(treatment, baseline) if math.isfinite(t) and math.isfinite(b)]
     if not pairs:
         return math.nan, math.nan
     differences = np.asarray([t - b for t, b in pairs])
-    if len(pairs) < 2 or float(differences.std()) == 0.0:
+    spread = float(differences.max() - differences.min())
+    if len(pairs) < 2 or spread <= 1e-12 * max(1.0, float(np.abs(differences).max())):
         return float(differences.mean()), math.nan
     result = _scipy_stats().ttest_rel([t for t, _ in pairs], [b for _, b in pairs])
     return float(differences.mean()), float(result.pvalue)

@@ -42,48 +42,75 @@ def load_table(path: str | Path, target: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _class_indices(labels: list[str]) -> tuple[list[str], np.ndarray]:
-    def order(label: str):
+    """Classes in sorted order; numeric labels compare as numbers (``1`` and ``1.0`` are one)."""
+
+    def key(label: str) -> tuple:
         try:
-            return (0, float(label), label)
+            return (0, float(label), "")
         except ValueError:
             return (1, 0.0, label)
 
-    classes = sorted(set(labels), key=order)
-    index = {c: i for i, c in enumerate(classes)}
-    return classes, np.asarray([index[label] for label in labels], dtype=np.int64)
+    names: dict[tuple, str] = {}
+    for label in labels:
+        names.setdefault(key(label), label)
+    ordered = sorted(names)
+    index = {k: i for i, k in enumerate(ordered)}
+    classes = [names[k] for k in ordered]
+    return classes, np.asarray([index[key(label)] for label in labels], dtype=np.int64)
 
 
 def _read_csv(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = csv.reader(handle)
-        header = [name.strip() for name in next(rows, [])]
-        if not any(header):
-            raise ValueError(f"{path}: empty file (expected a header row)")
-        if target not in header:
-            hint = did_you_mean(target, header) or f" (columns: {', '.join(header)})"
-            raise ValueError(f"{path}: no column {target!r}{hint}")
-        if len(header) < 2:
-            raise ValueError(f"{path}: no feature columns besides the target {target!r}")
-        label_at = header.index(target)
-        features, labels = [], []
-        for row in rows:
-            line = rows.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise ValueError(
-                    f"{path} line {line}: expected {len(header)} fields, got {len(row)}"
-                )
-            values = []
-            for column, cell in enumerate(row):
-                if column == label_at:
-                    continue
-                values.append(_number(cell, f"{path} line {line}, column {header[column]!r}"))
-            label = row[label_at].strip()
-            if not label:
-                raise ValueError(f"{path} line {line}, column {target!r}: missing label")
-            features.append(values)
-            labels.append(label)
+    rows = None
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = csv.reader(handle)
+            return _parse_csv(path, rows, target)
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8-sig")
+            line = 1
+        except UnicodeDecodeError as error:  # the file's own offset, not the reader's chunk's
+            line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: not UTF-8 text") from None
+    except csv.Error as error:  # e.g. a field over the csv module's size limit
+        line = rows.line_num if rows is not None else 1
+        raise ValueError(f"{path} line {line}: {error}") from None
+
+
+def _parse_csv(path: Path, rows, target: str) -> tuple[np.ndarray, list[str]]:
+    header = [name.strip() for name in next(rows, [])]
+    if not any(header):
+        raise ValueError(f"{path}: empty file (expected a header row)")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise ValueError(f"{path} line 1: column {repeated[0]!r} appears twice")
+    if target not in header:
+        hint = did_you_mean(target, header) or f" (columns: {', '.join(header)})"
+        raise ValueError(f"{path}: no column {target!r}{hint}")
+    if len(header) < 2:
+        raise ValueError(f"{path}: no feature columns besides the target {target!r}")
+    label_at = header.index(target)
+    features, labels = [], []
+    end_of_previous = rows.line_num
+    for row in rows:
+        line, end_of_previous = end_of_previous + 1, rows.line_num  # a row may span lines
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if any("\n" in cell or "\r" in cell for cell in row):
+            raise ValueError(f"{path} line {line}: a field spans lines (an unterminated quote?)")
+        if len(row) != len(header):
+            raise ValueError(f"{path} line {line}: expected {len(header)} fields, got {len(row)}")
+        values = [
+            _number(cell, f"{path} line {line}, column {header[column]!r}")
+            for column, cell in enumerate(row)
+            if column != label_at
+        ]
+        label = row[label_at].strip()
+        if not label:
+            raise ValueError(f"{path} line {line}, column {target!r}: missing label")
+        features.append(values)
+        labels.append(label)
     if not features:
         raise ValueError(f"{path}: no data rows after the header")
     return np.asarray(features, dtype=np.float64), labels
@@ -107,6 +134,8 @@ def _read_npz(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: not a readable .npz file ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: holds a single array, not an .npz archive with x and the labels")
     with archive:
         keys = list(archive.keys())
         feature_key = next((k for k in ("x", "X", "features") if k in keys), None)
@@ -116,9 +145,10 @@ def _read_npz(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
             hint = did_you_mean(target, keys) or f" (arrays: {', '.join(keys)})"
             raise ValueError(f"{path}: no label array {target!r}{hint}")
         x, y = archive[feature_key], archive[target]
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+    real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    if x.ndim != 2 or not real:
         raise ValueError(
-            f"{path}: {feature_key!r} must be a 2-D numeric array, got {x.dtype} {x.shape}"
+            f"{path}: {feature_key!r} must be a 2-D real array, got {x.dtype} {x.shape}"
         )
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(

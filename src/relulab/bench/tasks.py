@@ -82,16 +82,26 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
+TASK_ALIASES = {"csv": "table", "npz": "table"}  # the user's own table, by file type
+
+
 def list_tasks() -> list[str]:
     return sorted(TASKS)
 
 
+def canonical_task_name(name: str) -> str:
+    """The registered name of a task (``csv`` and ``npz`` are the ``table`` task)."""
+    name = TASK_ALIASES.get(name, name)
+    if name not in TASKS:
+        choices = sorted({*TASKS, *TASK_ALIASES})
+        hint = did_you_mean(name, choices) or f" (tasks: {', '.join(choices)})"
+        raise ValueError(f"unknown task {name!r}{hint}")
+    return name
+
+
 def get_task(name: str, **arguments) -> Task:
     """A task by name; ValueError with the closest names for an unknown one."""
-    if name not in TASKS:
-        hint = did_you_mean(name, list_tasks()) or f" (tasks: {', '.join(list_tasks())})"
-        raise ValueError(f"unknown task {name!r}{hint}")
-    return TASKS[name](**arguments)
+    return TASKS[canonical_task_name(name)](**arguments)
 
 
 def stratified_split(

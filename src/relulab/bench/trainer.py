@@ -8,7 +8,9 @@ bit-identical weights, predictions and metrics. Only the wall-clock timings diff
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import math
 import re
 import time
@@ -41,8 +43,14 @@ class TrialSpec:
 
     @property
     def trial_id(self) -> str:
-        """``<task>-<activation>-s<seed>``, safe as a directory name."""
+        """``<task>-<activation>-s<seed>``, safe as a directory name.
+
+        A spec with arguments also gets 8 hex digits of its hash, since the readable part
+        drops punctuation (``leaky_relu(0.2)`` and ``leaky_relu(-0.2)`` must not collide).
+        """
         slug = re.sub(r"[^A-Za-z0-9_.]+", "-", self.activation).strip("-")
+        if slug != self.activation:
+            slug += "-" + hashlib.sha1(self.activation.encode()).hexdigest()[:8]
         return f"{self.task.name}-{slug}-s{self.seed}"
 
 
@@ -78,11 +86,11 @@ def saved_bytes_per_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     """Bytes that one training step keeps alive for backward, beyond weights and the batch.
 
     Every tensor autograd saves during the forward pass and loss (``saved_tensors_hooks``)
-    is counted once, by its own size; tensors that live in a parameter's or the input's
-    storage are resident anyway and not counted.
+    is counted once, by its own size; tensors that live in a parameter's, the inputs' or the
+    targets' storage are resident anyway and not counted.
     """
     resident = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    resident.add(x.untyped_storage().data_ptr())
+    resident |= {x.untyped_storage().data_ptr(), y.untyped_storage().data_ptr()}
     seen: set[tuple[int, int]] = set()
     kept: list[torch.Tensor] = []  # alive until counted, so no address is reused meanwhile
 
@@ -139,11 +147,32 @@ def activation_statistics(model: nn.Module, x: torch.Tensor) -> list[dict[str, A
     ]
 
 
+@contextlib.contextmanager
+def _repeatable(threads: int, seed: int):
+    """Fixed threads, deterministic algorithms and a seeded global generator, restored after."""
+    saved = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.get_rng_state(),
+    )
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)  # randomness inside activations, e.g. SmartMixed's sampling
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+        torch.set_rng_state(saved[2])
+
+
 def run_trial(spec: TrialSpec) -> TrialOutcome:
     """Train and measure one trial (see the module docstring for what makes it repeatable)."""
-    torch.set_num_threads(spec.threads)
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(spec.seed)  # randomness inside activations, e.g. SmartMixed's sampling
+    with _repeatable(spec.threads, spec.seed):
+        return _train(spec)
+
+
+def _train(spec: TrialSpec) -> TrialOutcome:
     data = spec.task.data()
     model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
     paired_init(model, spec.seed)
@@ -178,7 +207,7 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
                 "epoch": epoch,
                 "train_loss": total_loss / len(data.y_train),
                 "test_loss": test_loss,
-                "test_accuracy": spec.task.score(probabilities, data.y_test),
+                "test_score": spec.task.score(probabilities, data.y_test),
                 "seconds": seconds,
             }
         )
@@ -190,11 +219,13 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
     labels = data.y_test.numpy()
     result = {
         "task": spec.task.name,
+        "task_description": spec.task.description,
+        "metric": spec.task.metric,
         "activation": spec.activation,
         "seed": spec.seed,
         "status": status,
         "diverged_at_epoch": diverged_at,
-        "test_accuracy": spec.task.score(probabilities, data.y_test) if finite else math.nan,
+        "test_score": spec.task.score(probabilities, data.y_test) if finite else math.nan,
         "test_loss": test_loss if finite else math.nan,
         "ece": expected_calibration_error(probabilities.numpy(), labels) if finite else math.nan,
         "saved_bytes_per_step": saved_bytes,

@@ -24,41 +24,38 @@ def add_parser(subparsers) -> None:
         "bench",
         help="benchmark activations: paired seeds, accuracy, reproducibility, speed, memory",
         description="Train every activation on every task from every seed (same data, order "
-        "and initial weights per seed), then report accuracy with 95%% CIs, paired tests "
+        "and initial weights per seed), then report scores with 95%% CIs, paired tests "
         "against the baseline, prediction difference across seeds, dead units, time, memory.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--tasks", nargs="+", metavar="TASK", help="spirals, digits, digits_cnn, mnist1d, csv, npz"
+    add = parser.add_argument
+    add(
+        "--tasks",
+        nargs="+",
+        action="extend",
+        metavar="TASK",
+        help="spirals, digits, digits_cnn, mnist1d, csv, npz (default: spirals digits mnist1d)",
     )
-    parser.add_argument("--acts", nargs="+", metavar="SPEC", help="activation names or specs")
-    parser.add_argument(
-        "--suite",
-        choices=("quick", "full"),
-        help="quick: 3 seeds (default); full: 10 seeds, longer",
-    )
-    parser.add_argument("--seeds", type=int, help="replicas per (task, activation)")
-    parser.add_argument("--epochs", type=int, help="override every task's epochs")
-    parser.add_argument("--lr", type=float, dest="learning_rate", help="override the learning rate")
-    parser.add_argument("--batch-size", type=int, help="override the batch size")
-    parser.add_argument("--threads", type=int, help="torch threads per trial (default 1)")
-    parser.add_argument("--workers", type=int, help="parallel trials (default: CPUs / threads)")
-    parser.add_argument("--executor", choices=("local", "ray"), default="local")
-    parser.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS or auto)")
-    parser.add_argument("--data", help="your .csv or .npz file (task csv/npz)")
-    parser.add_argument("--target", help="the label column (CSV) or array (NPZ)")
-    parser.add_argument(
-        "--baseline", help="activation the others are tested against (default relu)"
-    )
-    parser.add_argument("--out", default="runs", help="parent directory of new runs (default runs)")
-    parser.add_argument("--name", help="run name, appended to the timestamp (default bench)")
-    parser.add_argument(
-        "--resume", metavar="DIR", help="finish the missing trials of an existing run"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar, no tables")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(run=run)
+    add("--acts", nargs="+", action="extend", metavar="SPEC", help="activation names or specs")
+    add("--suite", choices=("quick", "full"), help="quick: 3 seeds (default); full: 10, longer")
+    add("--seeds", type=int, help="replicas per (task, activation)")
+    add("--epochs", type=int, help="override every task's epochs")
+    add("--lr", type=float, dest="learning_rate", help="override the learning rate")
+    add("--batch-size", type=int, help="override the batch size")
+    add("--threads", type=int, help="torch threads per trial (default 1)")
+    add("--workers", type=int, help="parallel trials (default: CPUs / threads)")
+    add("--executor", choices=("local", "ray"), default="local")
+    add("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a running one)")
+    add("--data", help="your .csv or .npz file (task csv/npz)")
+    add("--target", help="the label column (CSV) or array (NPZ)")
+    add("--baseline", help="activation the others are tested against (default relu)")
+    add("--out", help="parent directory of new runs (default runs)")
+    add("--name", help="run name, appended to the timestamp (default bench)")
+    add("--resume", metavar="DIR", help="finish the missing trials of an existing run")
+    add("--quiet", action="store_true", help="no progress bar, no tables")
+    add("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(run=run)  # fmt: skip
 
     report = subparsers.add_parser(
         "report",
@@ -66,29 +63,17 @@ def add_parser(subparsers) -> None:
         description="Recompute a benchmark run's statistics, report and plots from its trials.",
     )
     report.add_argument("run_dir", metavar="DIR", help="a run directory")
+    report.add_argument("--baseline", help="test against this activation instead")
     report.add_argument("--json", action="store_true", help="print the summary as JSON")
     report.set_defaults(run=run_report)
 
 
-EXPERIMENT_OPTIONS = (
-    "tasks",
-    "activations",
-    "suite",
-    "seeds",
-    "epochs",
-    "learning_rate",
-    "batch_size",
-    "threads",
-    "data",
-    "target",
-)
-
-
 def _requested(args: argparse.Namespace) -> dict:
     """The experiment options given on the command line (None where left out)."""
+    from relulab.bench.runner import EXPERIMENT_FIELDS
+
     values = {
-        key: getattr(args, "acts" if key == "activations" else key, None)
-        for key in EXPERIMENT_OPTIONS
+        key: getattr(args, "acts" if key == "activations" else key) for key in EXPERIMENT_FIELDS
     }
     if values["tasks"] is None and args.data:
         values["tasks"] = ["npz" if Path(args.data).suffix.lower() == ".npz" else "csv"]
@@ -96,7 +81,7 @@ def _requested(args: argparse.Namespace) -> dict:
 
 
 def _print_summary(run: Path, rows: list[dict], as_json: bool) -> None:
-    from relulab.bench.report import TABLE_HEADERS, task_table
+    from relulab.bench.report import table_headers, task_table
 
     if as_json:
         clean = [
@@ -110,31 +95,33 @@ def _print_summary(run: Path, rows: list[dict], as_json: bool) -> None:
         return
     for task in dict.fromkeys(r["task"] for r in rows):
         print(f"\n{task}")
-        print(format_table(TABLE_HEADERS, task_table([r for r in rows if r["task"] == task])))
+        print(format_table(table_headers(), task_table([r for r in rows if r["task"] == task])))
     print(f"\nreport: {run / 'report.md'}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from relulab.bench import report, runner
+    from relulab.bench import report, rundir, runner
     from relulab.bench.progress import ProgressBar
     from relulab.optional import require
 
     for module, package in (("scipy", "scipy"), ("matplotlib", "matplotlib")):
         require(module, extra="bench", purpose="relulab bench", package=package)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.executor == "ray":
+        runner.connect_ray(args.ray_address)  # before any run directory exists
     requested = _requested(args)
     if args.resume:
+        if args.out is not None or args.name is not None:
+            raise ValueError("--resume continues the run in DIR; --out and --name do not apply")
         run_dir = Path(args.resume)
         config, specs = runner.resume_run(run_dir, requested)
     else:
         given = {k: v for k, v in requested.items() if v is not None}
-        config = runner.BenchConfig(
-            **given, name=args.name or "bench", baseline=args.baseline or "relu"
-        )
-        run_dir, config, specs = runner.start_run(config, Path(args.out))
+        config = runner.BenchConfig(**given, name=args.name or "bench", baseline=args.baseline)
+        run_dir, config, specs = runner.start_run(config, Path(args.out or "runs"))
     workers = args.workers or max(1, (os.cpu_count() or 1) // config.threads)
-    done = len(specs) - sum(
-        not (run_dir / "trials" / s.trial_id / "result.json").is_file() for s in specs
-    )
+    done = sum(rundir.is_finished(run_dir, s.trial_id) for s in specs)
     quiet = args.quiet or args.json
     if not quiet:
         where = f"{workers} worker(s)" if args.executor == "local" else "Ray"
@@ -143,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_trial(spec, outcome) -> None:
         result = outcome.result
-        label = f"{result['test_accuracy']:.3f}" if result["status"] == "ok" else result["status"]
+        label = f"{result['test_score']:.3f}" if result["status"] == "ok" else result["status"]
         progress.advance(f"{spec.trial_id} {label}")
 
     try:
@@ -154,17 +141,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted; finish with: relulab bench --resume {run_dir}", file=sys.stderr)
         return 130
     progress.close()
-    rows = report.render(run_dir)
+    rows = report.render(run_dir, args.baseline)
     if not args.quiet or args.json:
         _print_summary(run_dir, rows, args.json)
     return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from relulab.bench import report
+    from relulab.bench import report, rundir
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise ValueError(f"{run_dir} is not a relulab run directory (no config.json)")
-    _print_summary(run_dir, report.render(run_dir), args.json)
+    rundir.read_config(run_dir)  # a one-line error for anything that is not a run directory
+    _print_summary(run_dir, report.render(run_dir, args.baseline), args.json)
     return 0
