@@ -301,13 +301,17 @@ def _build(module_class: type[nn.Module], arguments: dict[str, Any], label: str)
         raise ValueError(f"activation {label!r}: {reason}") from None
 
 
-def get_activation(spec: str | nn.Module | type[nn.Module], **overrides: Any) -> nn.Module:
+def get_activation(
+    spec: str | nn.Module | type[nn.Module], *, fused: bool = True, **overrides: Any
+) -> nn.Module:
     """Build an activation module from a name, a spec string, a module class or instance.
 
     Args:
         spec: ``"gelu"``, an alias such as ``"hardswish"``, a call string such as
             ``"leaky_relu(negative_slope=0.2)"``, an ``nn.Module`` subclass (instantiated
             with ``overrides``) or instance (returned as is).
+        fused: use the fused kernels (:mod:`relulab.kernels`); False runs the reference
+            formula under plain autograd.
         overrides: constructor arguments that replace those of the spec string.
 
     Raises:
@@ -334,4 +338,6 @@ def get_activation(spec: str | nn.Module | type[nn.Module], **overrides: Any) ->
     if overrides:
         arguments.update(bind_arguments(name, [], overrides))
     _check_required(name, arguments)
-    return _build(_ACTIVATIONS[name].module, arguments, format_spec(name, arguments))
+    module = _build(_ACTIVATIONS[name].module, arguments, format_spec(name, arguments))
+    module.fused = fused
+    return module

@@ -100,7 +100,7 @@ class VeLU(Activation):
         state["aux_loss"] = None
         return state
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         if not -x.dim() <= self.dim < x.dim() or x.dim() < 2:
             raise ValueError(
                 f"velu: expected input of shape (N, C, ...) with features along dim={self.dim}, "
@@ -197,7 +197,7 @@ class SmartMixed(Activation):
         counts = torch.bincount(choice, minlength=len(F.SMARTMIXED_CANDIDATES)).tolist()
         return dict(zip(F.SMARTMIXED_CANDIDATES, counts))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         if self.hardened:
             return F.smartmixed_select(x, self.choice)
         if self.training:

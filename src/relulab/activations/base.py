@@ -8,11 +8,18 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from relulab.kernels import KERNELS, fused
 from relulab.registry import format_arguments, format_spec
 
 
 class Activation(nn.Module):
-    """An activation module that remembers its constructor arguments.
+    """An activation module that remembers its constructor arguments and runs fused kernels.
+
+    Subclasses define :meth:`reference`, the formula of :mod:`relulab.functional`. Calling
+    the module runs the fused kernel of :mod:`relulab.kernels` instead, where the activation
+    has one and ``fused`` is true (the default): the same values, a hand-derived backward,
+    and only a mask, the output or the input kept for it. ``fused = False`` runs the
+    reference formula under plain autograd.
 
     Each argument also becomes an attribute (a subclass may then replace one by an
     ``nn.Parameter`` of the same name). ``extra_repr`` prints them as ``key=value`` pairs,
@@ -21,12 +28,22 @@ class Activation(nn.Module):
     """
 
     activation_name: ClassVar[str] = ""
+    fused: bool = True
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
         self._config = config
         for key, value in config.items():
             setattr(self, key, value)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = KERNELS.get(self.activation_name) if self.fused else None
+        if kernel is None:
+            return self.reference(x)
+        return fused(kernel.name, x, [getattr(self, p) for p in kernel.params], self.reference)
 
     @property
     def config(self) -> dict[str, Any]:

@@ -48,10 +48,10 @@ class XATLU(_ExpandedGate):
     Example::
 
         >>> XATLU()(torch.tensor([-1.0, 1.0]))
-        tensor([-0.2500,  0.7500], grad_fn=<MulBackward0>)
+        tensor([-0.2500,  0.7500], grad_fn=<FusedActivationBackward>)
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.xatlu(x, self.alpha)
 
 
@@ -74,10 +74,10 @@ class XGELU(_ExpandedGate):
     Example::
 
         >>> XGELU()(torch.tensor([-1.0, 1.0]))
-        tensor([-0.1587,  0.8413], grad_fn=<MulBackward0>)
+        tensor([-0.1587,  0.8413], grad_fn=<FusedActivationBackward>)
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.xgelu(x, self.alpha)
 
 
@@ -100,10 +100,10 @@ class XSiLU(_ExpandedGate):
     Example::
 
         >>> XSiLU()(torch.tensor([-1.0, 1.0]))
-        tensor([-0.2689,  0.7311], grad_fn=<MulBackward0>)
+        tensor([-0.2689,  0.7311], grad_fn=<FusedActivationBackward>)
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.xsilu(x, self.alpha)
 
 
@@ -125,7 +125,7 @@ class ATLU(Activation):
         tensor([-0.2500,  0.7500])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.atlu(x)
 
 
@@ -160,7 +160,7 @@ class SAU(Activation):
     Example::
 
         >>> SAU()(torch.tensor([-1.0, 0.0, 1.0]))
-        tensor([-0.0792,  0.3391,  1.0708], grad_fn=<AddBackward0>)
+        tensor([-0.0792,  0.3391,  1.0708], grad_fn=<FusedActivationBackward>)
     """
 
     def __init__(self, alpha: float = 0.15, sigma: float = 1.0) -> None:
@@ -170,5 +170,5 @@ class SAU(Activation):
         )
         self.alpha = scalar_parameter(alpha)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.sau(x, self.alpha, self.sigma)

@@ -38,7 +38,7 @@ class ELU(Activation):
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__(alpha=check_number("elu", "alpha", alpha))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.elu(x, self.alpha)
 
 
@@ -64,7 +64,7 @@ class SELU(Activation):
         tensor([-1.1113,  2.1014])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.selu(x)
 
 
@@ -94,7 +94,7 @@ class CELU(Activation):
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__(alpha=check_number("celu", "alpha", alpha, above=0.0))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.celu(x, self.alpha)
 
 
@@ -134,5 +134,5 @@ class Softplus(Activation):
             beta=check_number("softplus", "beta", beta, above=0.0), threshold=threshold
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.softplus(x, self.beta, self.threshold)

@@ -32,7 +32,7 @@ class Sigmoid(Activation):
         tensor([0.5000, 0.8808])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.sigmoid(x)
 
 
@@ -56,7 +56,7 @@ class Tanh(Activation):
         tensor([0.0000, 0.7616])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.tanh(x)
 
 
@@ -83,7 +83,7 @@ class GELU(Activation):
         tensor([-0.1587,  0.0000,  0.8413])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.gelu(x)
 
 
@@ -109,7 +109,7 @@ class GELUTanh(Activation):
         tensor([-0.1588,  0.0000,  0.8412])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.gelu_tanh(x)
 
 
@@ -132,7 +132,7 @@ class QuickGELU(Activation):
         tensor([-0.1542,  0.8458])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.quick_gelu(x)
 
 
@@ -156,7 +156,7 @@ class SiLU(Activation):
         tensor([-0.2689,  0.7311])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.silu(x)
 
 
@@ -192,7 +192,7 @@ class Swish(Activation):
         if trainable:
             self.beta = scalar_parameter(beta)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.swish(x, self.beta)
 
 
@@ -216,7 +216,7 @@ class Mish(Activation):
         tensor([-0.3034,  0.8651])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.mish(x)
 
 
@@ -262,5 +262,5 @@ class GoLU(Activation):
             self.shift = scalar_parameter(shift)
             self.growth = scalar_parameter(growth)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.golu(x, self.scale, self.shift, self.growth)

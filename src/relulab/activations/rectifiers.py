@@ -30,7 +30,7 @@ class Identity(Activation):
         tensor([-1.,  2.])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return x
 
 
@@ -54,7 +54,7 @@ class ReLU(Activation):
         tensor([0., 0., 2.])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.relu(x)
 
 
@@ -78,7 +78,7 @@ class ReLU6(Activation):
         tensor([0., 3., 6.])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.relu6(x)
 
 
@@ -111,7 +111,7 @@ class LeakyReLU(Activation):
             negative_slope=check_number("leaky_relu", "negative_slope", negative_slope)
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.negative_slope)
 
 
@@ -141,7 +141,7 @@ class PReLU(Activation):
     Example::
 
         >>> PReLU()(torch.tensor([-1.0, 2.0]))
-        tensor([-0.2500,  2.0000], grad_fn=<PreluKernelBackward0>)
+        tensor([-0.2500,  2.0000], grad_fn=<FusedActivationBackward>)
     """
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25) -> None:
@@ -151,7 +151,7 @@ class PReLU(Activation):
         )
         self.weight = nn.Parameter(torch.full((num_parameters,), float(init)))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.prelu(x, self.weight)
 
 
@@ -183,7 +183,7 @@ class ShiftedReLU(Activation):
     def __init__(self, shift: float = 1.0) -> None:
         super().__init__(shift=check_number("shifted_relu", "shift", shift))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.shifted_relu(x, self.shift)
 
 
@@ -207,7 +207,7 @@ class SquaredReLU(Activation):
         tensor([0., 9.])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.squared_relu(x)
 
 
@@ -232,7 +232,7 @@ class HardSigmoid(Activation):
         tensor([0.0000, 0.5000, 1.0000])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.hard_sigmoid(x)
 
 
@@ -255,7 +255,7 @@ class HardSwish(Activation):
         tensor([-0.0000, 0.6667, 4.0000])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.hard_swish(x)
 
 
@@ -277,7 +277,7 @@ class HardMish(Activation):
         tensor([-0.0000, -0.5000,  2.0000])
     """
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.hard_mish(x)
 
 
@@ -312,7 +312,7 @@ class SmeLU(Activation):
     def __init__(self, beta: float = 2.0) -> None:
         super().__init__(beta=check_number("smelu", "beta", beta, above=0.0))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.smelu(x, self.beta)
 
 
@@ -347,5 +347,5 @@ class HeLU(Activation):
     def __init__(self, alpha: float = 0.05) -> None:
         super().__init__(alpha=check_number("helu", "alpha", alpha, at_least=0.0))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def reference(self, x: Tensor) -> Tensor:
         return F.helu(x, self.alpha)

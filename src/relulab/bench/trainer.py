@@ -25,6 +25,7 @@ from torch import nn
 from relulab.bench.models import paired_init
 from relulab.bench.stats import expected_calibration_error
 from relulab.bench.tasks import Task, TaskData
+from relulab.kernels import compilation
 from relulab.registry import REQUIRED, activation_info, get_activation, parse_spec
 from relulab.sites import module_sites
 
@@ -149,7 +150,8 @@ def activation_statistics(model: nn.Module, x: torch.Tensor) -> list[dict[str, A
 
 @contextlib.contextmanager
 def _repeatable(threads: int, seed: int):
-    """Fixed threads, deterministic algorithms and a seeded global generator, restored after."""
+    """Fixed threads, deterministic algorithms, a seeded global generator and eager kernels,
+    all restored after."""
     saved = (
         torch.get_num_threads(),
         torch.are_deterministic_algorithms_enabled(),
@@ -159,7 +161,10 @@ def _repeatable(threads: int, seed: int):
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)  # randomness inside activations, e.g. SmartMixed's sampling
     try:
-        yield
+        # Eager kernels: tiny models gain nothing from compiling, a cold compile costs seconds
+        # per activation, and results must not depend on what a cache holds.
+        with compilation(False):
+            yield
     finally:
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])

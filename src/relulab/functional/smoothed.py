@@ -16,19 +16,27 @@ _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
 _SAU_SATURATION = 40.0
 
 
-@upcast_low_precision
-def sau(x: Tensor, alpha: float | Tensor = 0.15, sigma: float = 1.0) -> Tensor:
-    """f(x) = αx + (1 − α)·(x·Φ(x/σ) + σ·φ(x/σ)).
+def smoothed_relu(x: Tensor, sigma: float = 1.0) -> Tensor:
+    """E[relu(x + σZ)] = x·Φ(x/σ) + σ·φ(x/σ) for Z ~ N(0, 1), exact in both tails.
 
-    Equal to (1+α)/2·x + (1−α)/2·x·erf(x/(σ√2)) + (1−α)·σ/√(2π)·exp(−x²/(2σ²)), the closed
-    erf form. For x < 0 the two terms of x·Φ + σ·φ cancel (to φ/z² for z = x/σ ≪ 0), so
-    there σ·φ(z)·(1 − t·R(t)) is used instead, t = −z, with Mills' ratio R(t) = Φ(−t)/φ(t)
-    = √(π/2)·erfcx(t/√2) free of the rounding in exp(−t²); this keeps α = 0 (a smoothed
-    ReLU) exact in the left tail.
+    For x < 0 the two terms cancel (to σφ(z)/z² for z = x/σ ≪ 0), so there σ·φ(z)·(1 − t·R(t))
+    is used instead, t = −z, with Mills' ratio R(t) = Φ(−t)/φ(t) = √(π/2)·erfcx(t/√2), which
+    is free of the rounding in exp(−t²).
     """
     z = (x / sigma).clamp(-_SAU_SATURATION, _SAU_SATURATION)
     t = (-z).clamp(min=0.0)
     mills_ratio = _SQRT_HALF_PI * torch.special.erfcx(t * INV_SQRT_2)
     left = sigma * normal_pdf(z) * (1.0 - t * mills_ratio)
     right = x * normal_cdf(z) + sigma * normal_pdf(z)
-    return alpha * x + (1.0 - alpha) * torch.where(z < 0, left, right)
+    return torch.where(z < 0, left, right)
+
+
+@upcast_low_precision
+def sau(x: Tensor, alpha: float | Tensor = 0.15, sigma: float = 1.0) -> Tensor:
+    """f(x) = αx + (1 − α)·(x·Φ(x/σ) + σ·φ(x/σ)).
+
+    Equal to (1+α)/2·x + (1−α)/2·x·erf(x/(σ√2)) + (1−α)·σ/√(2π)·exp(−x²/(2σ²)), the closed
+    erf form; the smoothed ReLU term is computed by :func:`smoothed_relu`, which keeps α = 0
+    exact in the left tail.
+    """
+    return alpha * x + (1.0 - alpha) * smoothed_relu(x, sigma)

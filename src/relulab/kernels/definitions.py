@@ -1,0 +1,313 @@
+"""What the fused kernels compute: for each elementwise activation, its forward (the exact
+formula of :mod:`relulab.functional`), what it keeps for backward, and a hand-derived backward.
+
+A backward takes (saved, grad, *params) and returns grad_x followed by one entry per
+parameter: grad·∂f/∂p elementwise (the engine sums it to the parameter's shape), or None
+where the parameter has no derivative. Everything here is plain torch, so the same code
+runs eagerly or compiled, and differentiates again for double backward.
+
+What is saved:
+
+- ``mask``: a bool (1 byte) per element, for the piecewise-linear ReLU family, whose
+  derivative only needs to know which piece x fell in;
+- ``output``: y, where f' is a function of y (softplus, sigmoid, tanh). The next layer
+  usually keeps y anyway, so this costs no memory of its own;
+- ``input``: x, for everything else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from relulab import functional as F
+from relulab.functional import _common
+from relulab.functional._common import (
+    INV_SQRT_2,
+    NORMAL_SATURATION,
+    SIGMOID_SATURATION,
+    normal_cdf,
+    normal_pdf,
+    stable_softplus,
+)
+from relulab.functional.smoothed import smoothed_relu
+
+Backward = Callable[..., tuple[Tensor | None, ...]]
+
+
+@dataclass(frozen=True)
+class KernelDef:
+    """One activation's fused kernel: forward, what it saves, backward, parameter names."""
+
+    name: str
+    forward: Callable[..., Tensor]
+    backward: Backward
+    saves: str  # "mask", "output" or "input"
+    params: tuple[str, ...] = ()
+    mask: Callable[..., Tensor] | None = None  # saves == "mask": which piece x is in
+
+
+KERNELS: dict[str, KernelDef] = {}
+
+
+def _define(name: str, saves: str, params: tuple[str, ...] = (), mask=None, forward=None):
+    def decorator(backward: Backward) -> Backward:
+        KERNELS[name] = KernelDef(name, forward or getattr(F, name), backward, saves, params, mask)
+        return backward
+
+    return decorator
+
+
+def _sigmoid_pair(t: Tensor) -> tuple[Tensor, Tensor]:
+    """σ(t) and σ(−t) = 1 − σ(t), each to full relative precision (no 1 − σ cancellation)."""
+    t = t.clamp(-SIGMOID_SATURATION, SIGMOID_SATURATION)
+    return torch.sigmoid(t), torch.sigmoid(-t)
+
+
+# ReLU family: a 1-byte mask is all the backward needs.
+
+
+@_define("relu", "mask", mask=lambda x: x > 0)
+def _relu(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (grad * mask,)
+
+
+@_define("relu6", "mask", mask=lambda x: (x > 0) & (x < 6))  # hardtanh's strict interval
+def _relu6(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (grad * mask,)
+
+
+@_define("leaky_relu", "mask", ("negative_slope",), mask=lambda x, slope: x > 0)
+def _leaky_relu(mask: Tensor, grad: Tensor, slope: float) -> tuple[Tensor, None]:
+    return torch.where(mask, grad, grad * slope), None
+
+
+@_define("shifted_relu", "mask", ("shift",), mask=lambda x, shift: x > shift)
+def _shifted_relu(mask: Tensor, grad: Tensor, shift: float) -> tuple[Tensor, None]:
+    return grad * mask, None
+
+
+@_define("helu", "mask", ("alpha",), mask=lambda x, alpha: x > -alpha)
+def _helu(mask: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
+    return grad * mask, None  # the hysteresis rule: through wherever x > −α
+
+
+@_define("hard_sigmoid", "mask", mask=lambda x: (x >= -3) & (x <= 3))  # clamp's closed interval
+def _hard_sigmoid(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (grad * mask / 6.0,)
+
+
+# f' as a function of y.
+
+
+# ELU, SELU, CELU keep x: from y, f' = y + α cancels where y → −α, losing the left tail.
+
+
+@_define("elu", "input", ("alpha",))
+def _elu(x: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
+    return grad * torch.where(x > 0, 1.0, alpha * torch.exp(x.clamp(max=0.0))), None
+
+
+@_define("selu", "input")
+def _selu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    scale, alpha = F.SELU_SCALE, F.SELU_ALPHA
+    return (grad * torch.where(x > 0, scale, (scale * alpha) * torch.exp(x.clamp(max=0.0))),)
+
+
+@_define("celu", "input", ("alpha",))
+def _celu(x: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
+    return grad * torch.where(x > 0, 1.0, torch.exp(x.clamp(max=0.0) / alpha)), None
+
+
+@_define("softplus", "output", ("beta", "threshold"))
+def _softplus(
+    y: Tensor, grad: Tensor, beta: float, threshold: float | None
+) -> tuple[Tensor, None, None]:
+    # σ(βx) = 1 − e^{−βy}, since e^{βy} = 1 + e^{βx}; expm1 keeps the left tail exact.
+    slope = -torch.expm1(-beta * y)
+    if threshold is not None:
+        slope = torch.where(beta * y > threshold, 1.0, slope)
+    return grad * slope, None, None
+
+
+@_define("sigmoid", "output")
+def _sigmoid(y: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (grad * y * (1.0 - y),)
+
+
+@_define("tanh", "output")
+def _tanh(y: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (grad * ((1.0 - y) * (1.0 + y)),)
+
+
+# The rest keep x.
+
+
+@_define("prelu", "input", ("weight",))
+def _prelu(x: Tensor, grad: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    a = weight.reshape(1, -1, 1) if weight.numel() > 1 else weight  # x arrives as (N, C, rest)
+    positive = x > 0
+    return torch.where(positive, grad, grad * a), torch.where(positive, 0.0, grad * x)
+
+
+@_define("squared_relu", "input")
+def _squared_relu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (grad * (2.0 * torch.relu(x)),)
+
+
+def _hard_sigmoid_slope(x: Tensor) -> Tensor:
+    return ((x >= -3) & (x <= 3)).to(x.dtype) / 6.0  # not where(…, 1/6, 0): that is float32
+
+
+@_define("hard_swish", "input")
+def _hard_swish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (grad * (F.hard_sigmoid(x) + x * _hard_sigmoid_slope(x)),)
+
+
+@_define("hard_mish", "input")
+def _hard_mish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    inside = (x >= -2) & (x <= 0)
+    return (grad * (0.5 * (x + 2.0).clamp(0.0, 2.0) + torch.where(inside, 0.5 * x, 0.0)),)
+
+
+@_define("smelu", "input", ("beta",))
+def _smelu(x: Tensor, grad: Tensor, beta: float) -> tuple[Tensor, None]:
+    ramp = torch.where(x >= -beta, (x + beta) / (2.0 * beta), 0.0)
+    return grad * torch.where(x >= beta, 1.0, ramp), None
+
+
+@_define("gelu", "input")
+def _gelu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    # Φ(x) + x·φ(x); φ's argument clamped where it is 0 anyway, so x² never overflows.
+    return (
+        grad * (normal_cdf(x) + x * normal_pdf(x.clamp(-NORMAL_SATURATION, NORMAL_SATURATION))),
+    )
+
+
+_GELU_TANH_K = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+_GELU_TANH_SATURATION = 25.0
+
+
+@_define("gelu_tanh", "input")
+def _gelu_tanh(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    # f = x·σ(2u), u = k(x + c·x³): f' = σ(2u) + x·σ(2u)σ(−2u)·2k(1 + 3c·x²)
+    inner = x.clamp(-_GELU_TANH_SATURATION, _GELU_TANH_SATURATION)
+    s, s_neg = _sigmoid_pair(2.0 * _GELU_TANH_K * (inner + _GELU_TANH_C * inner * inner * inner))
+    du = 2.0 * _GELU_TANH_K * (1.0 + 3.0 * _GELU_TANH_C * inner * inner)
+    return (grad * (s + x * (s * s_neg) * du),)
+
+
+def _gated_derivative(x: Tensor, slope: float | Tensor) -> tuple[Tensor, Tensor]:
+    """For f = x·σ(βx): f' = σ + βx·σ·σ(−βx), and the common factor σ·σ(−βx)."""
+    s, s_neg = _sigmoid_pair(slope * x)
+    both = s * s_neg
+    return s + slope * (x * both), both  # x·both first: slope·x alone can overflow
+
+
+@_define("quick_gelu", "input")
+def _quick_gelu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (grad * _gated_derivative(x, F.gated.QUICK_GELU_SLOPE)[0],)
+
+
+@_define("silu", "input")
+def _silu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (grad * _gated_derivative(x, 1.0)[0],)
+
+
+@_define("swish", "input", ("beta",))
+def _swish(x: Tensor, grad: Tensor, beta: float | Tensor) -> tuple[Tensor, Tensor]:
+    slope, both = _gated_derivative(x, beta)
+    return grad * slope, grad * (x * (x * both))  # ∂f/∂β = x²·σσ(−βx), x² kept from overflowing
+
+
+@_define("mish", "input")
+def _mish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    # f = x·tanh(sp(x)): f' = tanh(sp) + x·(1 − tanh²(sp))·σ(x); the gate saturates at 40.
+    capped = x.clamp(max=40.0)
+    t = torch.tanh(stable_softplus(capped))
+    sech2 = (1.0 - t) * (1.0 + t)
+    return (grad * (t + torch.where(x <= 40.0, x * sech2 * torch.sigmoid(capped), 0.0)),)
+
+
+@_define("golu", "input", ("scale", "shift", "growth"))
+def _golu(x: Tensor, grad: Tensor, scale, shift, growth) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    # gate = exp(−b·e^t), t = −c·x; e^t·gate = exp(t − b·e^t) stays finite where e^t·gate
+    # would be ∞·0. f' = a·(gate + b·c·x·e^t·gate).
+    t = (-growth * x).clamp(max=_common.log_max(x))
+    e = torch.exp(t)
+    gate = torch.exp(-shift * e)
+    gate_e = torch.exp(t - shift * e)
+    return (
+        grad * (scale * (gate + shift * growth * x * gate_e)),
+        grad * (x * gate),  # ∂f/∂a
+        grad * (-scale * x * gate_e),  # ∂f/∂b
+        grad * (scale * shift * x * (x * gate_e)),  # ∂f/∂c
+    )
+
+
+@_define("sau", "input", ("alpha", "sigma"))
+def _sau(x: Tensor, grad: Tensor, alpha, sigma: float) -> tuple[Tensor, Tensor, None]:
+    # f' = α + (1 − α)·Φ(x/σ); ∂f/∂α = x − σh(x/σ) = −σh(−x/σ), the smoothed ReLU reflected.
+    z = x / sigma
+    return grad * (alpha + (1.0 - alpha) * normal_cdf(z)), grad * -smoothed_relu(-x, sigma), None
+
+
+def _expanded(gate: Callable, gate_slope: Callable, centred: Callable):
+    """f = x·(g + α·(2g − 1)): f' = g + α(2g − 1) + x·g'·(1 + 2α); ∂f/∂α = x·(2g − 1)."""
+
+    def backward(x: Tensor, grad: Tensor, alpha) -> tuple[Tensor, Tensor]:
+        h = centred(x)
+        return grad * (gate(x) + alpha * h + x * gate_slope(x) * (1.0 + 2.0 * alpha)), grad * (
+            x * h
+        )
+
+    return backward
+
+
+def _arctan_slope(x: Tensor) -> Tensor:
+    return 1.0 / (math.pi * (1.0 + x * x))  # 1/∞ = 0 where x² overflows
+
+
+def _normal_slope(x: Tensor) -> Tensor:
+    return normal_pdf(x.clamp(-NORMAL_SATURATION, NORMAL_SATURATION))
+
+
+def _logistic_slope(x: Tensor) -> Tensor:
+    s, s_neg = _sigmoid_pair(x)
+    return s * s_neg
+
+
+def _erf_centred(x: Tensor) -> Tensor:
+    return torch.erf(x.clamp(-NORMAL_SATURATION, NORMAL_SATURATION) * INV_SQRT_2)
+
+
+_ARCTAN = (F.arctan_gate, _arctan_slope, lambda x: torch.atan(x) * (2.0 / math.pi))
+_define("xatlu", "input", ("alpha",))(_expanded(*_ARCTAN))
+_define("xgelu", "input", ("alpha",))(_expanded(normal_cdf, _normal_slope, _erf_centred))
+_define("xsilu", "input", ("alpha",))(
+    _expanded(torch.sigmoid, _logistic_slope, lambda x: torch.tanh(0.5 * x))
+)
+
+
+@_define("atlu", "input")
+def _atlu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (_expanded(*_ARCTAN)(x, grad, 0.0)[0],)
+
+
+@_define("poly_relu", "input", ("coefficients",))
+def _poly_relu(x: Tensor, grad: Tensor, coefficients: Tensor) -> tuple[Tensor, Tensor]:
+    # f' = Σₖ k·cₖ·xᵏ⁻¹ by Horner; ∂L/∂cₖ = Σ grad·xᵏ, reduced here to the coefficients' shape.
+    degree = coefficients.shape[0] - 1
+    slope = torch.zeros_like(x)
+    for k in range(degree, 0, -1):
+        slope = slope * x + k * coefficients[k]
+    powers, power = [], torch.ones_like(x)
+    for _ in range(degree + 1):
+        powers.append((grad * power).sum())
+        power = power * x
+    return grad * slope, torch.stack(powers).to(coefficients.dtype)
