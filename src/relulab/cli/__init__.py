@@ -16,11 +16,11 @@ from collections.abc import Sequence
 import torch
 
 import relulab
-from relulab.cli import bench, listing, plot, show
+from relulab.cli import bench, listing, plot, show, speed
 from relulab.optional import MissingDependencyError
 
 EXIT_USAGE = 2
-COMMANDS = (bench, listing, show, plot)
+COMMANDS = (bench, listing, show, plot, speed)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import threading
+import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -39,7 +40,8 @@ class _CompileState(threading.local):
 
 
 _state = _CompileState()
-_broken: str | None = None  # why compilation failed once; then never tried again
+# Functions whose compilation failed, with the reason; they run eagerly from then on.
+failures: dict[str, str] = {}
 
 
 @contextlib.contextmanager
@@ -53,26 +55,42 @@ def compilation(enabled: bool) -> Iterator[None]:
 
 
 def compiled_kernels_available() -> bool:
-    return _state.enabled and _broken is None
+    """Compilation is on here, and nothing has failed to compile."""
+    return _state.enabled and not failures
 
 
 @functools.cache
 def _compiled(function: Callable) -> Callable:
-    return torch.compile(function, dynamic=True, fullgraph=True)
+    # torch.compile caches, and limits recompiles, per code object; the kernels' functions
+    # share code (one decorator's wrapper, one closure), so each gets a copy of its own.
+    own = types.FunctionType(
+        function.__code__.replace(), function.__globals__, function.__name__,
+        function.__defaults__, function.__closure__,
+    )  # fmt: skip
+    functools.update_wrapper(own, function)
+    return torch.compile(own, dynamic=True, fullgraph=True)
 
 
-def _run(function: Callable, x: Tensor, *args) -> Any:
-    """``function(x, *args)``, compiled when it pays off; falls back to eager (once warned)."""
-    global _broken
-    if not (compiled_kernels_available() and x.numel() >= COMPILE_MIN_NUMEL):
+def _label(function: Callable) -> str:
+    return getattr(function, "__qualname__", repr(function))
+
+
+def _run(kernel: KernelDef, function: Callable, x: Tensor, *args) -> Any:
+    """``function(x, *args)``, compiled when it pays off; eager if compiling it fails (warned).
+
+    Mask kernels always run eagerly (see :mod:`relulab.kernels.definitions`).
+    """
+    label = _label(function)
+    wanted = _state.enabled and kernel.saves != "mask" and x.numel() >= COMPILE_MIN_NUMEL
+    if not wanted or label in failures:
         return function(x, *args)
     try:
         return _compiled(function)(x, *args)
-    except Exception as error:  # any compiler failure means: run eagerly from now on
+    except Exception as error:  # any compiler failure means: run this one eagerly
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        _broken = f"{type(error).__name__}: {first_line}"
+        failures[label] = f"{type(error).__name__}: {first_line}"
         warnings.warn(
-            f"relulab: compiled kernels unavailable ({_broken}); using eager kernels",
+            f"relulab: could not compile {label} ({failures[label]}); using its eager kernel",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -92,6 +110,7 @@ def _forward_of(kernel: KernelDef) -> Callable:
     def forward_and_mask(x: Tensor, *params) -> tuple[Tensor, Tensor]:
         return kernel.forward(x, *params), kernel.mask(x, *params)
 
+    forward_and_mask.__qualname__ = f"{kernel.name}_forward"
     return forward_and_mask
 
 
@@ -108,6 +127,7 @@ def _backward_of(kernel: KernelDef, needs: tuple[bool, ...]) -> Callable:
             out.append(_reduce(partial, param) if needed and partial is not None else None)
         return tuple(out)
 
+    backward.__qualname__ = f"{kernel.name}_backward"
     return backward
 
 
@@ -135,11 +155,11 @@ class FusedActivation(torch.autograd.Function):
         ctx.kernel, ctx.params, ctx.shape = kernel, params, x.shape
         flat = _layout(kernel, x, params)  # one kernel for every rank and stride
         if kernel.saves == "mask":
-            y, mask = _run(_forward_of(kernel), flat, *params)
+            y, mask = _run(kernel, _forward_of(kernel), flat, *params)
             y = y.view(x.shape)
             ctx.save_for_backward(mask)
         else:
-            y = _run(_forward_of(kernel), flat, *params).view(x.shape)
+            y = _run(kernel, _forward_of(kernel), flat, *params).view(x.shape)
             ctx.save_for_backward(x if kernel.saves == "input" else y)
         return y
 
@@ -157,7 +177,7 @@ class FusedActivation(torch.autograd.Function):
         if torch.is_grad_enabled():  # a graph of the backward itself: stay differentiable
             grads = function(saved, grad, *params)
         else:
-            grads = _run(function, saved, grad, *params)
+            grads = _run(kernel, function, saved, grad, *params)
         return (None, grads[0].view(ctx.shape), *grads[1:])
 
 

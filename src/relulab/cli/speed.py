@@ -1,0 +1,230 @@
+"""``relulab speed``: time and memory of the fused kernels against their alternatives."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import sys
+
+import torch
+
+from relulab.cli.output import format_table, print_json
+
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+# Targets of the kernels issue, checked in the summary table.
+TARGET_TO_RELU = 1.15
+TARGET_EAGER_SPEEDUP = 3.0
+TARGET_PEAK = 1.05
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "speed",
+        help="time fused kernels against reference, native and timm-style versions",
+        description="Forward and forward+backward time of each activation's implementations on "
+        "one tensor, side by side with a clone (memory-bandwidth yardstick) and native ReLU, "
+        "plus the bytes each keeps for backward. With --model: whole training steps.",
+        epilog="examples:\n  relulab speed\n  relulab speed golu mish gelu --numel 4194304\n"
+        "  relulab speed --model both\n  relulab speed relu golu --json --plot speed.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help="activations (default: every fused one)"
+    )
+    parser.add_argument(
+        "--numel", type=int, default=1 << 24, help="elements per tensor (default 2^24)"
+    )
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
+    parser.add_argument(
+        "--model", choices=("mlp", "cnn", "both"), help="time training steps instead"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--plot", metavar="FILE", help="also draw the ratios to a PNG")
+    parser.set_defaults(run=run)
+
+
+def _machine(threads: int) -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), threads and versions."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu
+        )
+    return (
+        f"{cpu}, {threads} thread(s), torch {torch.__version__}, python {platform.python_version()}"
+    )
+
+
+def _ratio(summary: dict, key: str) -> str:
+    return f"{summary[key]:.2f} ({summary[key + '_q1']:.2f}–{summary[key + '_q3']:.2f})"
+
+
+def _elementwise_tables(result: dict) -> str:
+    rows = result["rows"]
+    compiled = "yes" if result["compiled_kernels"] else "no"
+    lines = [
+        f"{result['numel']:,} {result['dtype']} elements; ratios are medians (quartiles) over "
+        f"{result['rounds']} rounds; compiled kernels: {compiled}",
+        "",
+    ]
+    table = [
+        [
+            r["activation"],
+            r["implementation"],
+            _ratio(r["forward"], "to_clone"),
+            _ratio(r["forward_backward"], "to_clone"),
+            _ratio(r["forward_backward"], "to_relu"),
+            f"{r['saved_to_input']:.3f}",
+        ]
+        for r in rows
+    ]
+    headers = [
+        "activation",
+        "implementation",
+        "fwd ×clone",
+        "fwd+bwd ×clone",
+        "fwd+bwd ×native ReLU",
+        "saved/input",
+    ]
+    lines += [format_table(headers, table), "", _targets(rows)]
+    return "\n".join(lines)
+
+
+def _targets(rows: list[dict]) -> str:
+    """Per activation: the fused kernel against the issue's targets."""
+    by = {(r["activation"], r["implementation"]): r for r in rows}
+    table = []
+    for name in dict.fromkeys(r["activation"] for r in rows):
+        fused = by[(name, "fused")]["forward_backward"]
+        eager = by[(name, "reference")]["forward_backward"]
+        native = by.get((name, "native"))
+        speedup = eager["seconds"] / fused["seconds"]
+        versus_native = fused["seconds"] / native["forward_backward"]["seconds"] if native else None
+        table.append(
+            [
+                name,
+                f"{fused['to_relu']:.2f} {'ok' if fused['to_relu'] <= TARGET_TO_RELU else 'MISS'}",
+                f"{speedup:.1f}x {'ok' if speedup >= TARGET_EAGER_SPEEDUP else 'MISS'}",
+                f"{versus_native:.2f}" if versus_native is not None else "-",
+                f"{by[(name, 'fused')]['saved_to_input']:.3f}",
+            ]
+        )
+    headers = [
+        "fused kernel",
+        f"fwd+bwd ×ReLU (≤ {TARGET_TO_RELU})",
+        f"faster than eager (≥ {TARGET_EAGER_SPEEDUP:.0f}x)",
+        "×torch native",
+        "saved/input",
+    ]
+    return format_table(headers, table)
+
+
+def _training_table(result: dict) -> str:
+    table = [
+        [
+            r["model"],
+            r["activation"],
+            f"{1000 * r['step_seconds']:.1f}",
+            _ratio({k[5:]: v for k, v in r.items() if k.startswith("step_")}, "to_relu"),
+            f"{r['peak_bytes'] / 2**20:.1f}",
+            f"{r['peak_to_relu']:.3f} {'ok' if r['peak_to_relu'] <= TARGET_PEAK else 'over'}",
+        ]
+        for r in result["rows"]
+    ]
+    headers = [
+        "model",
+        "activation",
+        "step ms",
+        "step ×ReLU",
+        "peak MiB",
+        f"peak ×ReLU (≤ {TARGET_PEAK})",
+    ]
+    return format_table(headers, table)
+
+
+def _plot(result: dict, path: str) -> str:
+    from relulab.plot import pyplot
+
+    plt = pyplot()
+    rows = result["rows"]
+    names = list(dict.fromkeys(r["activation"] for r in rows))
+    implementations = list(dict.fromkeys(r["implementation"] for r in rows))
+    figure, axis = plt.subplots(figsize=(max(8, 0.5 * len(names) * len(implementations) / 2), 4.5))
+    width = 0.8 / len(implementations)
+    for i, implementation in enumerate(implementations):
+        values = {
+            r["activation"]: r["forward_backward"]["to_relu"]
+            for r in rows
+            if r["implementation"] == implementation
+        }
+        positions = [j + i * width for j, n in enumerate(names) if n in values]
+        axis.bar(positions, [values[n] for n in names if n in values], width, label=implementation)
+    axis.axhline(
+        TARGET_TO_RELU, color="k", linestyle="--", linewidth=0.8, label=f"target {TARGET_TO_RELU}"
+    )
+    axis.set_xticks(
+        [j + 0.4 - width / 2 for j in range(len(names))], names, rotation=60, ha="right"
+    )
+    axis.set_ylabel("forward+backward time / native ReLU's")
+    axis.set_yscale("log")
+    axis.legend(fontsize="small")
+    axis.set_title(f"{result['numel']:,} {result['dtype']} elements, {result['threads']} threads")
+    figure.tight_layout()
+    if not path.lower().endswith(".png"):
+        path += ".png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from relulab import speed
+    from relulab.kernels import KERNELS
+
+    for option in ("numel", "threads", "rounds"):
+        if getattr(args, option) < 1:
+            raise ValueError(f"--{option} must be at least 1, got {getattr(args, option)}")
+    names = args.names or sorted(KERNELS)
+    quiet = args.json
+
+    def progress(message: str) -> None:
+        if not quiet:
+            print(f"  {message}", file=sys.stderr, flush=True)
+
+    if args.model:
+        models = ("mlp", "cnn") if args.model == "both" else (args.model,)
+        result = speed.training_step(
+            names, models=models, threads=args.threads, rounds=args.rounds, progress=progress
+        )
+        result["machine"] = _machine(args.threads)
+        if args.json:
+            print_json(result)
+        else:
+            print(f"training steps on {result['machine']}\n\n{_training_table(result)}")
+        return 0
+    result = speed.elementwise(
+        names,
+        numel=args.numel,
+        dtype=DTYPES[args.dtype],
+        threads=args.threads,
+        rounds=args.rounds,
+        progress=progress,
+    )
+    result["machine"] = _machine(args.threads)
+    if args.plot:
+        result["plot"] = _plot(result, args.plot)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{result['machine']}\n{_elementwise_tables(result)}")
+        if args.plot:
+            print(f"\nplot: {result['plot']}")
+    return 0
