@@ -9,9 +9,8 @@ runs eagerly or compiled, and differentiates again for double backward.
 What is saved:
 
 - ``mask``: a bool (1 byte) per element, for the piecewise-linear ReLU family, whose
-  derivative only needs to know which piece x fell in. These run on ATen's own vectorized
-  kernels (one pass for y, one for the mask): inductor's CPU code stores bools some 20×
-  slower than ATen's comparison writes them;
+  derivative only needs to know which piece x fell in. The backward receives it as uint8
+  0/1 (the same bytes): inductor's CPU code loads uint8 fast and bools slowly;
 - ``output``: y, where f' is a function of y (softplus, sigmoid, tanh). The next layer
   usually keeps y anyway, so this costs no memory of its own;
 - ``input``: x, for everything else.
@@ -50,14 +49,17 @@ class KernelDef:
     saves: str  # "mask", "output" or "input"
     params: tuple[str, ...] = ()
     mask: Callable[..., Tensor] | None = None  # saves == "mask": which piece x is in
+    # The forward is one ATen kernel already (for float32 and float64): compiling it gains
+    # nothing; 16-bit inputs still compile, which fuses their float32 detour.
+    single_op: bool = False
 
 
 KERNELS: dict[str, KernelDef] = {}
 
 
-def _define(name: str, saves: str, params: tuple[str, ...] = (), mask=None, forward=None):
+def _define(name: str, saves: str, params: tuple[str, ...] = (), mask=None, single_op=False):
     def decorator(backward: Backward) -> Backward:
-        KERNELS[name] = KernelDef(name, forward or getattr(F, name), backward, saves, params, mask)
+        KERNELS[name] = KernelDef(name, getattr(F, name), backward, saves, params, mask, single_op)
         return backward
 
     return decorator
@@ -72,19 +74,19 @@ def _sigmoid_pair(t: Tensor) -> tuple[Tensor, Tensor]:
 # ReLU family: a 1-byte mask is all the backward needs.
 
 
-@_define("relu", "mask", mask=lambda x: x > 0)
+@_define("relu", "mask", mask=lambda x: x > 0, single_op=True)
 def _relu(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * mask,)
 
 
-@_define("relu6", "mask", mask=lambda x: (x > 0) & (x < 6))  # hardtanh's strict interval
+@_define("relu6", "mask", mask=lambda x: (x > 0) & (x < 6), single_op=True)  # strict, as hardtanh
 def _relu6(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * mask,)
 
 
-@_define("leaky_relu", "mask", ("negative_slope",), mask=lambda x, slope: x > 0)
+@_define("leaky_relu", "mask", ("negative_slope",), mask=lambda x, slope: x > 0, single_op=True)
 def _leaky_relu(mask: Tensor, grad: Tensor, slope: float) -> tuple[Tensor, None]:
-    return torch.where(mask, grad, grad * slope), None
+    return torch.where(mask != 0, grad, grad * slope), None
 
 
 @_define("shifted_relu", "mask", ("shift",), mask=lambda x, shift: x > shift)
@@ -108,18 +110,18 @@ def _hard_sigmoid(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
 # ELU, SELU, CELU keep x: from y, f' = y + α cancels where y → −α, losing the left tail.
 
 
-@_define("elu", "input", ("alpha",))
+@_define("elu", "input", ("alpha",), single_op=True)
 def _elu(x: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
     return grad * torch.where(x > 0, 1.0, alpha * torch.exp(x.clamp(max=0.0))), None
 
 
-@_define("selu", "input")
+@_define("selu", "input", single_op=True)
 def _selu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     scale, alpha = F.SELU_SCALE, F.SELU_ALPHA
     return (grad * torch.where(x > 0, scale, (scale * alpha) * torch.exp(x.clamp(max=0.0))),)
 
 
-@_define("celu", "input", ("alpha",))
+@_define("celu", "input", ("alpha",), single_op=True)
 def _celu(x: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
     return grad * torch.where(x > 0, 1.0, torch.exp(x.clamp(max=0.0) / alpha)), None
 
@@ -135,12 +137,12 @@ def _softplus(
     return grad * slope, None, None
 
 
-@_define("sigmoid", "output")
+@_define("sigmoid", "output", single_op=True)
 def _sigmoid(y: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * y * (1.0 - y),)
 
 
-@_define("tanh", "output")
+@_define("tanh", "output", single_op=True)
 def _tanh(y: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * ((1.0 - y) * (1.0 + y)),)
 
@@ -215,7 +217,7 @@ def _quick_gelu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * _gated_derivative(x, F.gated.QUICK_GELU_SLOPE)[0],)
 
 
-@_define("silu", "input")
+@_define("silu", "input", single_op=True)
 def _silu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * _gated_derivative(x, 1.0)[0],)
 

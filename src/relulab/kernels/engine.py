@@ -75,14 +75,10 @@ def _label(function: Callable) -> str:
     return getattr(function, "__qualname__", repr(function))
 
 
-def _run(kernel: KernelDef, function: Callable, x: Tensor, *args) -> Any:
-    """``function(x, *args)``, compiled when it pays off; eager if compiling it fails (warned).
-
-    Mask kernels always run eagerly (see :mod:`relulab.kernels.definitions`).
-    """
+def _run(function: Callable, x: Tensor, *args) -> Any:
+    """``function(x, *args)``, compiled when it pays off; eager if compiling it fails (warned)."""
     label = _label(function)
-    wanted = _state.enabled and kernel.saves != "mask" and x.numel() >= COMPILE_MIN_NUMEL
-    if not wanted or label in failures:
+    if not (_state.enabled and x.numel() >= COMPILE_MIN_NUMEL) or label in failures:
         return function(x, *args)
     try:
         return _compiled(function)(x, *args)
@@ -102,25 +98,12 @@ def _compute(t: Tensor) -> Tensor:
 
 
 @functools.cache
-def _forward_of(kernel: KernelDef) -> Callable:
-    """x ↦ y, or x ↦ (y, mask): the function that one kernel launch computes."""
-    if kernel.saves != "mask":
-        return kernel.forward
-
-    def forward_and_mask(x: Tensor, *params) -> tuple[Tensor, Tensor]:
-        return kernel.forward(x, *params), kernel.mask(x, *params)
-
-    forward_and_mask.__qualname__ = f"{kernel.name}_forward"
-    return forward_and_mask
-
-
-@functools.cache
 def _backward_of(kernel: KernelDef, needs: tuple[bool, ...]) -> Callable:
     """(saved, grad, *params) ↦ (grad_x, *summed parameter grads), in the compute dtype."""
 
     def backward(saved: Tensor, grad: Tensor, *params) -> tuple[Tensor | None, ...]:
         dtype = grad.dtype
-        saved = saved if saved.dtype == torch.bool else _compute(saved)
+        saved = saved if saved.dtype == torch.uint8 else _compute(saved)
         grads = kernel.backward(saved, _compute(grad), *params)
         out: list[Tensor | None] = [grads[0].to(dtype)]
         for partial, param, needed in zip(grads[1:], params, needs):
@@ -154,12 +137,14 @@ class FusedActivation(torch.autograd.Function):
     def forward(ctx, kernel: KernelDef, x: Tensor, *params) -> Tensor:
         ctx.kernel, ctx.params, ctx.shape = kernel, params, x.shape
         flat = _layout(kernel, x, params)  # one kernel for every rank and stride
-        if kernel.saves == "mask":
-            y, mask = _run(kernel, _forward_of(kernel), flat, *params)
-            y = y.view(x.shape)
-            ctx.save_for_backward(mask)
+        if kernel.single_op and x.dtype in (torch.float32, torch.float64):
+            y = kernel.forward(flat, *params).view(x.shape)  # one ATen kernel already
         else:
-            y = _run(kernel, _forward_of(kernel), flat, *params).view(x.shape)
+            y = _run(kernel.forward, flat, *params).view(x.shape)
+        if kernel.saves == "mask":
+            # ATen writes bools fast, inductor's CPU code slowly: the mask is always eager.
+            ctx.save_for_backward(kernel.mask(flat, *params))
+        else:
             ctx.save_for_backward(x if kernel.saves == "input" else y)
         return y
 
@@ -173,11 +158,13 @@ class FusedActivation(torch.autograd.Function):
         if torch.is_grad_enabled() and kernel.saves == "input":
             return (None, *_reference_gradients(kernel, saved, grad, params, needs))
         grad, saved = _layout(kernel, grad, params), _layout(kernel, saved, params)
+        if saved.dtype == torch.bool:  # and loads uint8 fast, bools slowly: same bytes, 0 or 1
+            saved = saved.view(torch.uint8)
         function = _backward_of(kernel, needs)
         if torch.is_grad_enabled():  # a graph of the backward itself: stay differentiable
             grads = function(saved, grad, *params)
         else:
-            grads = _run(kernel, function, saved, grad, *params)
+            grads = _run(function, saved, grad, *params)
         return (None, grads[0].view(ctx.shape), *grads[1:])
 
 
