@@ -66,7 +66,7 @@ def test_fused_backward_equals_autograd_of_the_reference_in_float64(case):
         y = module(leaf)
         results.append((y.detach(), torch.autograd.grad(y, [leaf], upstream)))
     (y_fused, g_fused), (y_reference, g_reference) = results
-    assert torch.equal(y_fused, y_reference)  # the forward is the same formula
+    torch.testing.assert_close(y_fused, y_reference, rtol=4e-16, atol=1e-300)  # one ulp at most
     # Autograd of the reference rounds at the scale of the terms it adds (see test_values);
     # at |x| near the maximum it multiplies upstream·x = inf by 0 and gives NaN, where the
     # fused backward, forming f'(x) before the upstream factor, stays finite.
@@ -104,7 +104,7 @@ def test_fused_matches_the_reference_in_low_precision(name, dtype):
         y.backward(upstream)
         outputs.append((y.detach(), leaf.grad))
     (y_fused, g_fused), (y_reference, g_reference) = outputs
-    assert torch.equal(y_fused, y_reference)
+    torch.testing.assert_close(y_fused, y_reference)  # the dtype's own tolerance
     # Both compute in float32 and round once; their derivative formulas differ in rounding.
     tolerance = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
     torch.testing.assert_close(g_fused.float(), g_reference.float(), rtol=tolerance, atol=tolerance)
@@ -195,6 +195,27 @@ def test_compiled_kernels_match_the_eager_kernels(name):
             y = module(leaf)
             y.backward(upstream)
         results.append((y.detach(), leaf.grad))
+    assert not engine.failures, engine.failures
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=2e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device: the GPU path (torch.compile, Triton) is checked on GPU machines only",
+)
+@pytest.mark.parametrize("name", FUSED)
+def test_cuda_kernels_match_the_cpu_reference(name):
+    x = (torch.randn(engine.COMPILE_MIN_NUMEL, dtype=torch.float64) * 6).float()
+    upstream = torch.randn_like(x)
+    results = []
+    for device in ("cuda", "cpu"):
+        module = relulab.get_activation(name, fused=device == "cuda").to(device)
+        leaf = x.to(device).requires_grad_()
+        with engine.compilation(True):
+            y = module(leaf)
+            y.backward(upstream.to(device))
+        results.append((y.detach().cpu(), leaf.grad.cpu()))
     assert not engine.failures, engine.failures
     torch.testing.assert_close(results[0][0], results[1][0], rtol=2e-6, atol=1e-6)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=2e-5, atol=1e-5)

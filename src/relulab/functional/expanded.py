@@ -19,13 +19,22 @@ from relulab.functional._common import (
 )
 
 
-def arctan_gate(x: Tensor) -> Tensor:
-    """g(x) = (arctan(x) + π/2)/π, computed as atan2(1, −x)/π.
+def arctan_gate_and_centred(x: Tensor) -> tuple[Tensor, Tensor]:
+    """g(x) = (arctan(x) + π/2)/π and h = 2g − 1 = 2·arctan(x)/π, from one arctan.
 
-    The two forms are equal for every x, but arctan(x) + π/2 cancels for x ≪ 0 while
-    atan2(1, −x) = arctan(1/|x|) there keeps full relative precision.
+    arctan(x) + π/2 cancels for x ≪ 0; there arctan(−1/x) is the same number, so
+    a = arctan(x) for x ≥ 0 and a = arctan(−1/x) for x < 0 give g = 1/2 + a/π and g = a/π,
+    both to full relative precision (h near 0⁻ only to absolute precision, as 2g − 1).
     """
-    return torch.atan2(torch.ones_like(x), -x) / math.pi
+    negative = x < 0
+    a = torch.atan(torch.where(negative, -1.0 / torch.where(negative, x, -1.0), x))
+    gate = torch.where(negative, a / math.pi, 0.5 + a / math.pi)
+    return gate, 2.0 * gate - 1.0
+
+
+def arctan_gate(x: Tensor) -> Tensor:
+    """g(x) = (arctan(x) + π/2)/π, exact for x ≪ 0 too (see arctan_gate_and_centred)."""
+    return arctan_gate_and_centred(x)[0]
 
 
 def _expanded(x: Tensor, gate: Tensor, centred: Tensor, alpha: float | Tensor) -> Tensor:
@@ -36,7 +45,7 @@ def _expanded(x: Tensor, gate: Tensor, centred: Tensor, alpha: float | Tensor) -
 @upcast_low_precision
 def xatlu(x: Tensor, alpha: float | Tensor = 0.0) -> Tensor:
     """f(x) = x·((1 + 2α)·(arctan(x) + π/2)/π − α)."""
-    return _expanded(x, arctan_gate(x), torch.atan(x) * (2.0 / math.pi), alpha)
+    return _expanded(x, *arctan_gate_and_centred(x), alpha)
 
 
 @upcast_low_precision

@@ -57,18 +57,24 @@ class KernelDef:
 KERNELS: dict[str, KernelDef] = {}
 
 
-def _define(name: str, saves: str, params: tuple[str, ...] = (), mask=None, single_op=False):
+def _define(
+    name: str, saves: str, params: tuple[str, ...] = (), mask=None, single_op=False, forward=None
+):
     def decorator(backward: Backward) -> Backward:
-        KERNELS[name] = KernelDef(name, getattr(F, name), backward, saves, params, mask, single_op)
+        function = forward or getattr(F, name)
+        KERNELS[name] = KernelDef(name, function, backward, saves, params, mask, single_op)
         return backward
 
     return decorator
 
 
 def _sigmoid_pair(t: Tensor) -> tuple[Tensor, Tensor]:
-    """σ(t) and σ(−t) = 1 − σ(t), each to full relative precision (no 1 − σ cancellation)."""
-    t = t.clamp(-SIGMOID_SATURATION, SIGMOID_SATURATION)
-    return torch.sigmoid(t), torch.sigmoid(-t)
+    """σ(t) and σ(−t) = 1 − σ(t), each to full relative precision, from one exponential:
+    with e = e^{−|t|}, they are 1/(1 + e) and e/(1 + e)."""
+    e = torch.exp(-t.abs().clamp(max=SIGMOID_SATURATION))
+    large, small = 1.0 / (1.0 + e), e / (1.0 + e)
+    positive = t >= 0
+    return torch.where(positive, large, small), torch.where(positive, small, large)
 
 
 # ReLU family: a 1-byte mask is all the backward needs.
@@ -126,7 +132,17 @@ def _celu(x: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
     return grad * torch.where(x > 0, 1.0, torch.exp(x.clamp(max=0.0) / alpha)), None
 
 
-@_define("softplus", "output", ("beta", "threshold"))
+@_common.upcast_low_precision
+def _softplus_forward(x: Tensor, beta: float = 1.0, threshold: float | None = 20.0) -> Tensor:
+    """Softplus with one exp and one log1p: max(v, 0) + log1p(e^{−|v|}) is exact too. Its
+    derivative at 0 would be wrong under autograd (|v|' = 0 there), which is why the
+    reference formula branches; the kernel's backward does not differentiate this."""
+    scaled = beta * x
+    exact = (torch.relu(scaled) + torch.log1p(torch.exp(-scaled.abs()))) / beta
+    return exact if threshold is None else torch.where(scaled > threshold, x, exact)
+
+
+@_define("softplus", "output", ("beta", "threshold"), forward=_softplus_forward)
 def _softplus(
     y: Tensor, grad: Tensor, beta: float, threshold: float | None
 ) -> tuple[Tensor, None, None]:
@@ -290,7 +306,7 @@ def _erf_centred(x: Tensor) -> Tensor:
     return torch.erf(x.clamp(-NORMAL_SATURATION, NORMAL_SATURATION) * INV_SQRT_2)
 
 
-_ARCTAN = (F.arctan_gate, _arctan_slope, lambda x: torch.atan(x) * (2.0 / math.pi))
+_ARCTAN = (F.arctan_gate, _arctan_slope, lambda x: F.expanded.arctan_gate_and_centred(x)[1])
 _define("xatlu", "input", ("alpha",))(_expanded(*_ARCTAN))
 _define("xgelu", "input", ("alpha",))(_expanded(normal_cdf, _normal_slope, _erf_centred))
 _define("xsilu", "input", ("alpha",))(
