@@ -70,7 +70,7 @@ def test_training_step_json(capsys):
     data = json.loads(capsys.readouterr().out)
     assert code == 0
     rows = {r["activation"]: r for r in data["rows"]}
-    assert set(rows) == {"relu", "golu"} and rows["relu"]["peak_to_relu"] == 1.0
+    assert set(rows) == {"relu", "relu (torch)", "golu"} and rows["relu"]["peak_to_relu"] == 1.0
     assert rows["golu"]["peak_bytes"] > 0 and rows["golu"]["step_seconds"] > 0
 
 

@@ -271,9 +271,13 @@ def training_step(
             x = torch.randn(*shape, generator=generator)
             y = torch.randint(0, 10, (shape[0],), generator=generator)
             steps: dict[str, Callable[[], None]] = {}
-            for name in names:
+            # torch's own ReLU too: it keeps y, which the next layer keeps anyway, where
+            # relulab's keeps a 1-byte mask of its own.
+            factories = {n: (lambda n=n: get_activation(n)) for n in names}
+            factories["relu (torch)"] = nn.ReLU
+            for name, factory in factories.items():
                 torch.manual_seed(0)
-                model = build(lambda name=name: get_activation(name))
+                model = build(factory)
                 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
                 def step(model=model, optimizer=optimizer, x=x, y=y) -> None:
@@ -288,14 +292,14 @@ def training_step(
                 if progress:
                     progress(f"{model_name}: peak memory of {name}")
                 memory[name] = peak_memory(step)
-            timings = {name: Timing() for name in names}
+            timings = {name: Timing() for name in steps}
             for round_index in range(rounds):
                 if progress:
                     progress(f"{model_name}: round {round_index + 1}/{rounds}")
                 relu_seconds = _time(steps["relu"])
                 for name, step in steps.items():
                     timings[name].add(_time(step), to_relu=relu_seconds)
-            for name in names:
+            for name in steps:
                 summary = timings[name].summary()
                 rows.append(
                     {

@@ -92,7 +92,9 @@ def _relu6(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
 
 @_define("leaky_relu", "mask", ("negative_slope",), mask=lambda x, slope: x > 0, single_op=True)
 def _leaky_relu(mask: Tensor, grad: Tensor, slope: float) -> tuple[Tensor, None]:
-    return torch.where(mask != 0, grad, grad * slope), None
+    # Arithmetic on the 0/1 mask, exact (each term is the gradient or an exact zero): a
+    # torch.where on mask != 0 compiles to scalar code, some 3× slower.
+    return grad * mask + (grad * slope) * (1 - mask), None
 
 
 @_define("shifted_relu", "mask", ("shift",), mask=lambda x, shift: x > shift)
