@@ -11,6 +11,7 @@ import torch
 import relulab
 from relulab import kernels
 from relulab.kernels import engine
+from relulab.memory import saved_bytes
 
 from conftest import build
 from reference_formulas import kinks
@@ -111,18 +112,9 @@ def test_fused_matches_the_reference_in_low_precision(name, dtype):
 
 
 def _saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the tensors autograd keeps for backward, parameters excluded."""
-    parameters = {p.data_ptr() for p in module.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.data_ptr() not in parameters:
-            saved[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x.requires_grad_())
-    return sum(saved.values())
+    # The counting itself is checked against hand-computed sizes in tests/test_memory.py.
+    x.requires_grad_()
+    return saved_bytes(lambda: module(x), resident=module.parameters())
 
 
 @pytest.mark.parametrize("name", FUSED)

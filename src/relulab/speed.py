@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from relulab.kernels import compilation, compiled_kernels_available
+from relulab.memory import saved_bytes
 from relulab.registry import activation_info, get_activation, resolve_name
 
 # torch's own module for an activation at its default arguments, where torch has one.
@@ -78,20 +79,9 @@ def _module(name: str, implementation: str) -> nn.Module | None:
 
 
 def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
-    """Bytes autograd keeps for backward (parameters excluded), each storage counted once."""
-    parameters = {p.data_ptr() for p in module.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.data_ptr() not in parameters:
-            saved[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
-        return tensor
-
+    """Bytes autograd keeps for backward of ``module(x)``, parameters excluded."""
     leaf = x.detach().requires_grad_()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        output = module(leaf)
-    del output
-    return sum(saved.values())
+    return saved_bytes(lambda: module(leaf), resident=module.parameters())
 
 
 def _elementwise_names(names: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ from relulab.bench.models import paired_init
 from relulab.bench.stats import expected_calibration_error
 from relulab.bench.tasks import Task, TaskData
 from relulab.kernels import compilation
+from relulab.memory import saved_bytes
 from relulab.registry import REQUIRED, activation_info, get_activation, parse_spec
 from relulab.sites import module_sites
 
@@ -84,29 +85,13 @@ def _evaluate(model: nn.Module, data: TaskData) -> tuple[float, torch.Tensor]:
 
 
 def saved_bytes_per_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Bytes that one training step keeps alive for backward, beyond weights and the batch.
-
-    Every tensor autograd saves during the forward pass and loss (``saved_tensors_hooks``)
-    is counted once, by its own size; tensors that live in a parameter's, the inputs' or the
-    targets' storage are resident anyway and not counted.
-    """
-    resident = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    resident |= {x.untyped_storage().data_ptr(), y.untyped_storage().data_ptr()}
-    seen: set[tuple[int, int]] = set()
-    kept: list[torch.Tensor] = []  # alive until counted, so no address is reused meanwhile
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.untyped_storage().data_ptr() not in resident:
-            seen.add((tensor.data_ptr(), tensor.numel() * tensor.element_size()))
-            kept.append(tensor)
-        return tensor
-
+    """Bytes that one training step keeps alive for backward, beyond weights and the batch:
+    every tensor autograd saves during the forward pass and loss, counted once."""
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = F.cross_entropy(model(x), y) + _auxiliary_loss(model)
-    del loss
-    kept.clear()
-    return sum(size for _, size in seen)
+    return saved_bytes(
+        lambda: F.cross_entropy(model(x), y) + _auxiliary_loss(model),
+        resident=[*model.parameters(), x, y],
+    )
 
 
 @torch.no_grad()
