@@ -84,12 +84,15 @@ def _run(function: Callable, x: Tensor, *args) -> Any:
         return _compiled(function)(x, *args)
     except Exception as error:  # any compiler failure means: run this one eagerly
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if not failures:  # one warning: a missing compiler would otherwise warn per kernel
+            warnings.warn(
+                f"relulab: could not compile {label} ({type(error).__name__}: {first_line}); "
+                "running eager kernels where compiling fails (relulab.kernels.engine.failures "
+                "lists each)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         failures[label] = f"{type(error).__name__}: {first_line}"
-        warnings.warn(
-            f"relulab: could not compile {label} ({failures[label]}); using its eager kernel",
-            RuntimeWarning,
-            stacklevel=3,
-        )
         return function(x, *args)
 
 
