@@ -6,10 +6,11 @@ from relulab.memory import saved_bytes
 def test_each_saved_tensor_counts_once_by_its_own_size():
     x = torch.randn(10, 20, dtype=torch.float64, requires_grad=True)
     y = torch.randn(20, requires_grad=True)
-    # mul saves both operands: 200 float64 and 20 float32
+    # mul saves both operands, each in its own dtype: 200 float64 and 20 float32
     assert saved_bytes(lambda: x * y) == 200 * 8 + 20 * 4
-    # exp saves its result; the product saves that same tensor twice: counted once
+    # exp saves its result, mul the other (constant) operand: two tensors
     assert saved_bytes(lambda: x.exp() * x.exp().detach()) == 2 * 200 * 8
+    # exp's result, saved by exp and twice by mul, is one tensor
     assert saved_bytes(lambda: (lambda e: e * e)(x.exp())) == 200 * 8
 
 
