@@ -79,3 +79,7 @@ def test_speed_rejects_bad_input(capsys):
     assert "'velu' is not elementwise" in capsys.readouterr().err
     assert main(["speed", "golu", "--numel", "0"]) == 2
     assert "--numel must be at least 1" in capsys.readouterr().err
+    assert main(["speed", "leaky_relu(0.2)", "--numel", "64"]) == 2
+    assert "not specs: 'leaky_relu(0.2)'; try 'leaky_relu'" in capsys.readouterr().err
+    assert main(["speed", "mihs", "--numel", "64"]) == 2
+    assert "did you mean 'mish'?" in capsys.readouterr().err

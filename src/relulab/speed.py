@@ -86,6 +86,12 @@ def _saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
 
 def _elementwise_names(names: list[str]) -> list[str]:
     """Canonical names, ReLU first (every ratio is taken against it)."""
+    for name in names:
+        if "(" in name:  # torch's native kernels are timed at their defaults, so ours are too
+            raise ValueError(
+                f"relulab speed takes names at default arguments, not specs: {name!r}; "
+                f"try {name.split('(')[0].strip()!r}"
+            )
     names = [resolve_name(n) for n in names]
     for name in names:
         if not activation_info(name).elementwise:
