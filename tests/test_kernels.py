@@ -111,6 +111,20 @@ def test_fused_matches_the_reference_in_low_precision(name, dtype):
     torch.testing.assert_close(g_fused.float(), g_reference.float(), rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("name", FUSED)
+def test_inference_runs_the_forward_alone(name):
+    """Without gradients there is no Function node and no mask; the values are the same."""
+    fused, reference = _pair(name, {}, torch.float32)
+    x = torch.randn(4, 8, 3)
+    with torch.no_grad():
+        y = fused(x)
+    assert y.grad_fn is None
+    torch.testing.assert_close(y, reference(x).detach())
+    if any(p.requires_grad for p in fused.parameters()):  # a trainable parameter still learns
+        fused(x).sum().backward()
+        assert all(p.grad is not None for p in fused.parameters() if p.requires_grad)
+
+
 def _saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
     # The counting itself is checked against hand-computed sizes in tests/test_memory.py.
     x.requires_grad_()

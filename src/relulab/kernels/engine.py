@@ -133,17 +133,21 @@ def _layout(kernel: KernelDef, x: Tensor, params: Sequence) -> Tensor:
     return x.reshape(-1)
 
 
+def _forward(kernel: KernelDef, flat: Tensor, params: Sequence) -> Tensor:
+    """f(x) in one kernel, on x in the kernel's layout (one kernel for every rank and stride)."""
+    if kernel.single_op and flat.dtype in (torch.float32, torch.float64):
+        return kernel.forward(flat, *params)  # one ATen kernel already
+    return _run(kernel.forward, flat, *params)
+
+
 class FusedActivation(torch.autograd.Function):
     """y = f(x) in one kernel; backward in one kernel from a mask, y, or x alone."""
 
     @staticmethod
     def forward(ctx, kernel: KernelDef, x: Tensor, *params) -> Tensor:
         ctx.kernel, ctx.params, ctx.shape = kernel, params, x.shape
-        flat = _layout(kernel, x, params)  # one kernel for every rank and stride
-        if kernel.single_op and x.dtype in (torch.float32, torch.float64):
-            y = kernel.forward(flat, *params).view(x.shape)  # one ATen kernel already
-        else:
-            y = _run(kernel.forward, flat, *params).view(x.shape)
+        flat = _layout(kernel, x, params)
+        y = _forward(kernel, flat, params).view(x.shape)
         if kernel.saves == "mask":
             # ATen writes bools fast, inductor's CPU code slowly: the mask is always eager.
             ctx.save_for_backward(kernel.mask(flat, *params))
@@ -197,4 +201,12 @@ def fused(name: str, x: Tensor, params: Sequence, reference: Callable[[Tensor], 
     kernel = KERNELS[name]
     if _transformed(x) or (kernel.name == "prelu" and x.dim() < 2 and params[0].numel() > 1):
         return reference(x)  # (a per-channel PReLU needs a channel axis: torch says so)
+    if not _needs_grad(x, params):  # inference: no mask to write, no graph to record
+        return _forward(kernel, _layout(kernel, x, params), params).view(x.shape)
     return FusedActivation.apply(kernel, x, *params)
+
+
+def _needs_grad(x: Tensor, params: Sequence) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return x.requires_grad or any(isinstance(p, Tensor) and p.requires_grad for p in params)
