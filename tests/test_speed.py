@@ -8,6 +8,7 @@ import torch
 
 from relulab import speed
 from relulab.cli import main
+from relulab.kernels import compilation
 
 
 def test_speed_json_has_every_field(capsys):
@@ -66,7 +67,10 @@ def test_peak_memory_sees_what_a_step_allocates():
 
 
 def test_training_step_json(capsys):
-    code = main(["speed", "golu", "--model", "mlp", "--rounds", "2", "--threads", "1", "--json"])
+    with compilation(False):  # the MLP's tensors would compile kernels: seconds, not a test
+        code = main(
+            ["speed", "golu", "--model", "mlp", "--rounds", "2", "--threads", "1", "--json"]
+        )
     data = json.loads(capsys.readouterr().out)
     assert code == 0
     rows = {r["activation"]: r for r in data["rows"]}
