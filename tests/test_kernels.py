@@ -3,6 +3,7 @@ lean in what they save, with an eager fallback; compiled kernels checked in slow
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -123,6 +124,17 @@ def test_inference_runs_the_forward_alone(name):
     if any(p.requires_grad for p in fused.parameters()):  # a trainable parameter still learns
         fused(x).sum().backward()
         assert all(p.grad is not None for p in fused.parameters() if p.requires_grad)
+
+
+def test_elu_with_negative_alpha_keeps_x():
+    """With α < 0 both branches are positive, so y cannot tell them apart: the gradient must
+    come from x (the reference), and match the float64 formula."""
+    x = torch.tensor([-3.0, -0.5, 0.25, 2.0], dtype=torch.float64, requires_grad=True)
+    y = relulab.get_activation("elu(alpha=-0.5)")(x)
+    assert "Fused" not in type(y.grad_fn).__name__
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    expected = [-0.5 * math.exp(-3.0), -0.5 * math.exp(-0.5), 1.0, 1.0]
+    torch.testing.assert_close(grad, torch.tensor(expected, dtype=torch.float64))
 
 
 def _saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:

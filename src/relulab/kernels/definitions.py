@@ -11,8 +11,8 @@ What is saved:
 - ``mask``: a bool (1 byte) per element, for the piecewise-linear ReLU family, whose
   derivative only needs to know which piece x fell in. The backward receives it as uint8
   0/1 (the same bytes): inductor's CPU code loads uint8 fast and bools slowly;
-- ``output``: y, where f' is a function of y (softplus, sigmoid, tanh). The next layer
-  usually keeps y anyway, so this costs no memory of its own;
+- ``output``: y, where f' is a function of y (ELU, SELU, CELU, softplus, sigmoid, tanh).
+  The next layer usually keeps y anyway, so this costs no memory of its own;
 - ``input``: x, for everything else.
 """
 
@@ -52,17 +52,25 @@ class KernelDef:
     # The forward is one ATen kernel already (for float32 and float64): compiling it gains
     # nothing; 16-bit inputs still compile, which fuses their float32 detour.
     single_op: bool = False
+    # Parameters for which what is saved suffices; others run the reference formula.
+    accepts: Callable[..., bool] | None = None
 
 
 KERNELS: dict[str, KernelDef] = {}
 
 
 def _define(
-    name: str, saves: str, params: tuple[str, ...] = (), mask=None, single_op=False, forward=None
+    name: str,
+    saves: str,
+    params: tuple[str, ...] = (),
+    mask=None,
+    single_op=False,
+    forward=None,
+    accepts=None,
 ):
     def decorator(backward: Backward) -> Backward:
         function = forward or getattr(F, name)
-        KERNELS[name] = KernelDef(name, function, backward, saves, params, mask, single_op)
+        KERNELS[name] = KernelDef(name, function, backward, saves, params, mask, single_op, accepts)
         return backward
 
     return decorator
@@ -112,26 +120,27 @@ def _hard_sigmoid(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * mask / 6.0,)
 
 
-# f' as a function of y.
+# f' as a function of y. The next layer usually keeps y anyway, so y costs no memory of its
+# own. Where y saturates (y → −α for the ELUs, y → ±1 for sigmoid and tanh), f' computed from
+# y keeps its absolute accuracy, a few ulps of the largest slope, but not its relative one:
+# torch's own backward of these (from the result) does the same.
 
 
-# ELU, SELU, CELU keep x: from y, f' = y + α cancels where y → −α, losing the left tail.
+# With α < 0 the left branch is positive too, and y no longer tells which branch x was in.
+@_define("elu", "output", ("alpha",), single_op=True, accepts=lambda alpha: alpha >= 0)
+def _elu(y: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
+    return grad * torch.where(y > 0, 1.0, y + alpha), None  # α·eˣ = y + α for x ≤ 0
 
 
-@_define("elu", "input", ("alpha",), single_op=True)
-def _elu(x: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
-    return grad * torch.where(x > 0, 1.0, alpha * torch.exp(x.clamp(max=0.0))), None
-
-
-@_define("selu", "input", single_op=True)
-def _selu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+@_define("selu", "output", single_op=True)
+def _selu(y: Tensor, grad: Tensor) -> tuple[Tensor]:
     scale, alpha = F.SELU_SCALE, F.SELU_ALPHA
-    return (grad * torch.where(x > 0, scale, (scale * alpha) * torch.exp(x.clamp(max=0.0))),)
+    return (grad * torch.where(y > 0, scale, y + scale * alpha),)  # λαeˣ = y + λα
 
 
-@_define("celu", "input", ("alpha",), single_op=True)
-def _celu(x: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
-    return grad * torch.where(x > 0, 1.0, torch.exp(x.clamp(max=0.0) / alpha)), None
+@_define("celu", "output", ("alpha",), single_op=True)
+def _celu(y: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
+    return grad * torch.where(y > 0, 1.0, y / alpha + 1.0), None  # e^{x/α} = y/α + 1
 
 
 @_common.upcast_low_precision
