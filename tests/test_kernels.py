@@ -126,6 +126,19 @@ def test_inference_runs_the_forward_alone(name):
         assert all(p.grad is not None for p in fused.parameters() if p.requires_grad)
 
 
+def test_per_channel_prelu_without_a_channel_axis_is_torchs_error():
+    fused = relulab.get_activation("prelu(num_parameters=3)")
+    reference = relulab.get_activation("prelu(num_parameters=3)", fused=False)
+    errors = []
+    for module in (fused, reference):
+        with pytest.raises(RuntimeError) as caught:
+            module(torch.randn(3, requires_grad=True))
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+    x = torch.randn(2, 3, 4, requires_grad=True)  # with a channel axis the kernel serves
+    assert "Fused" in type(fused(x).grad_fn).__name__
+
+
 def test_elu_with_negative_alpha_keeps_x():
     """With α < 0 both branches are positive, so y cannot tell them apart: the gradient must
     come from x (the reference), and match the float64 formula."""

@@ -52,7 +52,7 @@ class KernelDef:
     # The forward is one ATen kernel already (for float32 and float64): compiling it gains
     # nothing; 16-bit inputs still compile, which fuses their float32 detour.
     single_op: bool = False
-    # Parameters for which what is saved suffices; others run the reference formula.
+    # (x, *params) ↦ can this kernel serve the call; where not, the reference formula runs.
     accepts: Callable[..., bool] | None = None
 
 
@@ -127,7 +127,7 @@ def _hard_sigmoid(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
 
 
 # With α < 0 the left branch is positive too, and y no longer tells which branch x was in.
-@_define("elu", "output", ("alpha",), single_op=True, accepts=lambda alpha: alpha >= 0)
+@_define("elu", "output", ("alpha",), single_op=True, accepts=lambda x, alpha: alpha >= 0)
 def _elu(y: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
     return grad * torch.where(y > 0, 1.0, y + alpha), None  # α·eˣ = y + α for x ≤ 0
 
@@ -177,7 +177,8 @@ def _tanh(y: Tensor, grad: Tensor) -> tuple[Tensor]:
 # The rest keep x.
 
 
-@_define("prelu", "input", ("weight",))
+# A per-channel weight needs a channel axis (torch says so, from the reference).
+@_define("prelu", "input", ("weight",), accepts=lambda x, w: x.dim() >= 2 or w.numel() == 1)
 def _prelu(x: Tensor, grad: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     a = weight.reshape(1, -1, 1) if weight.numel() > 1 else weight  # x arrives as (N, C, rest)
     positive = x > 0

@@ -199,12 +199,8 @@ def _transformed(x: Any) -> bool:
 def fused(name: str, x: Tensor, params: Sequence, reference: Callable[[Tensor], Tensor]) -> Tensor:
     """``name``'s fused kernel applied to x, or ``reference(x)`` where a kernel cannot serve."""
     kernel = KERNELS[name]
-    if (
-        _transformed(x)
-        or (kernel.accepts is not None and not kernel.accepts(*params))
-        or (kernel.name == "prelu" and x.dim() < 2 and params[0].numel() > 1)
-    ):
-        return reference(x)  # (a per-channel PReLU needs a channel axis: torch says so)
+    if _transformed(x) or (kernel.accepts is not None and not kernel.accepts(x, *params)):
+        return reference(x)
     if not _needs_grad(x, params):  # inference: no mask to write, no graph to record
         return _forward(kernel, _layout(kernel, x, params), params).view(x.shape)
     return FusedActivation.apply(kernel, x, *params)
