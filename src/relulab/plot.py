@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from relulab.errors import UserError
 from relulab.optional import require
 from relulab.registry import get_activation
 
@@ -39,7 +40,7 @@ def activation_curve(spec: str, x: torch.Tensor) -> Curve:
         (dy,) = torch.autograd.grad(y.sum(), points, allow_unused=True)
     except (RuntimeError, IndexError) as error:  # e.g. prelu(num_parameters=3) on one feature
         reason = str(error).strip().splitlines()[0]
-        raise ValueError(f"cannot sample {spec!r} one feature at a time: {reason}") from None
+        raise UserError(f"cannot sample {spec!r} one feature at a time: {reason}") from None
     dy = torch.zeros_like(points) if dy is None else dy
     return Curve(
         spec,
@@ -69,7 +70,7 @@ def plot_activations(
     """
     low, high = x_range
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"x range must be finite and increasing, got {low} .. {high}")
+        raise UserError(f"x range must be finite and increasing, got {low} .. {high}")
     path = Path(path)
     if path.suffix.lower() != ".png":  # matplotlib would add it; say where the file really is
         path = path.with_name(path.name + ".png")

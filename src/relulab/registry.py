@@ -17,6 +17,8 @@ from typing import Any
 
 from torch import nn
 
+from relulab.errors import UserError
+
 REQUIRED = inspect.Parameter.empty
 
 
@@ -102,7 +104,7 @@ def register(name: str, **metadata: Any) -> Callable[[type[nn.Module]], type[nn.
         aliases = tuple(normalize_name(a) for a in metadata.pop("aliases", ()))
         for taken in (key, *aliases):
             if taken in _ACTIVATIONS or taken in _ALIASES:
-                raise ValueError(f"activation name {taken!r} is registered twice")
+                raise UserError(f"activation name {taken!r} is registered twice")
         info = ActivationInfo(
             name=key,
             module=cls,
@@ -157,7 +159,7 @@ def did_you_mean(word: str, choices: list[str]) -> str:
 def resolve_name(name: str) -> str:
     """Canonical name of ``name`` or one of its aliases; ValueError with suggestions."""
     if not isinstance(name, str):
-        raise ValueError(f"activation name must be a string, got {name!r}")
+        raise UserError(f"activation name must be a string, got {name!r}")
     key = normalize_name(name)
     if key in _ACTIVATIONS:
         return key
@@ -169,7 +171,7 @@ def resolve_name(name: str) -> str:
         suggestion = f"; did you mean {_ALIASES[close_alias[0]]!r}?" if close_alias else ""
     if not suggestion:
         suggestion = " (relulab.list_activations() lists them all)"
-    raise ValueError(f"unknown activation {name!r}{suggestion}")
+    raise UserError(f"unknown activation {name!r}{suggestion}")
 
 
 def list_activations(pattern: str | None = None) -> list[str]:
@@ -181,7 +183,7 @@ def list_activations(pattern: str | None = None) -> list[str]:
     if pattern is None:
         return sorted(_ACTIVATIONS)
     if not isinstance(pattern, str):
-        raise ValueError(f"pattern must be a string such as '*relu*', got {pattern!r}")
+        raise UserError(f"pattern must be a string such as '*relu*', got {pattern!r}")
     patterns = {pattern.strip().lower(), normalize_name(pattern)}
     return sorted(
         info.name
@@ -199,7 +201,7 @@ def _literal(node: ast.expr, spec: str) -> Any:
     try:
         return ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        raise ValueError(
+        raise UserError(
             f"activation spec {spec!r}: argument {ast.unparse(node)!r} is not a literal "
             "(numbers, strings, booleans, None, tuples and lists are allowed)"
         ) from None
@@ -215,15 +217,15 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     evaluated. Positional arguments are bound to the constructor's parameters in order.
     """
     if not isinstance(spec, str):
-        raise ValueError(f"activation spec must be a string, got {spec!r}")
+        raise UserError(f"activation spec must be a string, got {spec!r}")
     if len(spec) > MAX_SPEC_LENGTH:
-        raise ValueError(
+        raise UserError(
             f"activation spec is {len(spec)} characters long; the limit is {MAX_SPEC_LENGTH}"
         )
     head, paren, rest = spec.strip().partition("(")
     name = normalize_name(head)
     if not name.isidentifier():
-        raise ValueError(
+        raise UserError(
             f"cannot parse activation spec {spec!r}: expected NAME or NAME(key=value, ...)"
         )
     canonical = resolve_name(name)
@@ -232,18 +234,18 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     try:
         call = ast.parse(f"{name}({rest}", mode="eval").body
     except (SyntaxError, RecursionError, MemoryError, ValueError):
-        raise ValueError(
+        raise UserError(
             f"cannot parse activation spec {spec!r}: expected NAME or NAME(key=value, ...)"
         ) from None
     if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
-        raise ValueError(f"cannot parse activation spec {spec!r}: expected NAME(key=value, ...)")
+        raise UserError(f"cannot parse activation spec {spec!r}: expected NAME(key=value, ...)")
     args = [_literal(a, spec) for a in call.args]
     if any(k.arg is None for k in call.keywords):
-        raise ValueError(f"activation spec {spec!r}: '**' arguments are not allowed")
+        raise UserError(f"activation spec {spec!r}: '**' arguments are not allowed")
     names = [k.arg for k in call.keywords]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"activation spec {spec!r}: argument {repeated[0]!r} given twice")
+        raise UserError(f"activation spec {spec!r}: argument {repeated[0]!r} given twice")
     kwargs = {k.arg: _literal(k.value, spec) for k in call.keywords}
     return canonical, bind_arguments(canonical, args, kwargs)
 
@@ -256,16 +258,16 @@ def bind_arguments(name: str, args: list[Any], kwargs: dict[str, Any]) -> dict[s
         if key not in info.parameters:
             accepted = ", ".join(parameter_names) or "no arguments"
             hint = did_you_mean(key, parameter_names) or f" (accepted: {accepted})"
-            raise ValueError(f"unknown argument {key!r} for activation {info.name!r}{hint}")
+            raise UserError(f"unknown argument {key!r} for activation {info.name!r}{hint}")
     if len(args) > len(parameter_names):
-        raise ValueError(
+        raise UserError(
             f"activation {info.name!r} takes at most {len(parameter_names)} positional "
             f"argument(s) ({', '.join(parameter_names) or 'none'}), got {len(args)}"
         )
     bound = dict(zip(parameter_names, args))
     for key, value in kwargs.items():
         if key in bound:
-            raise ValueError(f"activation {info.name!r}: argument {key!r} given twice")
+            raise UserError(f"activation {info.name!r}: argument {key!r} given twice")
         bound[key] = value
     return bound
 
@@ -275,7 +277,7 @@ def _check_required(name: str, arguments: dict[str, Any]) -> None:
     missing = [k for k, v in info.parameters.items() if v is REQUIRED and k not in arguments]
     if missing:
         example = format_spec(name, {k: 8 for k in missing})
-        raise ValueError(
+        raise UserError(
             f"activation {name!r} needs argument(s) {', '.join(missing)}, e.g. {example!r}"
         )
 
@@ -298,7 +300,7 @@ def _build(module_class: type[nn.Module], arguments: dict[str, Any], label: str)
         raise
     except (TypeError, RuntimeError, MemoryError, OverflowError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"activation {label!r}: {reason}") from None
+        raise UserError(f"activation {label!r}: {reason}") from None
 
 
 def get_activation(
@@ -326,12 +328,12 @@ def get_activation(
     """
     if isinstance(spec, nn.Module):
         if overrides:
-            raise ValueError(f"cannot apply arguments {sorted(overrides)} to a module instance")
+            raise UserError(f"cannot apply arguments {sorted(overrides)} to a module instance")
         return spec
     if isinstance(spec, type) and issubclass(spec, nn.Module):
         return _build(spec, overrides, spec.__name__)
     if not isinstance(spec, str):
-        raise ValueError(
+        raise UserError(
             f"expected an activation name, spec string or nn.Module, got {type(spec).__name__}"
         )
     name, arguments = parse_spec(spec)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from relulab.errors import UserError
 from relulab.kernels import compilation, compiled_kernels_available
 from relulab.memory import saved_bytes
 from relulab.registry import activation_info, get_activation, resolve_name
@@ -88,14 +89,14 @@ def _elementwise_names(names: list[str]) -> list[str]:
     """Canonical names, ReLU first (every ratio is taken against it)."""
     for name in names:
         if "(" in name:  # torch's native kernels are timed at their defaults, so ours are too
-            raise ValueError(
+            raise UserError(
                 f"relulab speed takes names at default arguments, not specs: {name!r}; "
                 f"try {name.split('(')[0].strip()!r}"
             )
     names = [resolve_name(n) for n in names]
     for name in names:
         if not activation_info(name).elementwise:
-            raise ValueError(
+            raise UserError(
                 f"{name!r} is not elementwise; relulab speed times elementwise activations"
             )
     return ["relu", *(n for n in dict.fromkeys(names) if n != "relu")]

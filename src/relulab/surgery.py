@@ -10,6 +10,7 @@ from torch import nn
 
 from relulab import sites as site_finder
 from relulab.activations.base import Activation
+from relulab.errors import UserError
 from relulab.registry import get_activation, list_activations, resolve_name
 from relulab.sites import ActivationSite
 
@@ -56,7 +57,7 @@ def _matcher(old: OldSpec) -> Callable[[ActivationSite], bool]:
         if any(c in old for c in "*?["):
             names = set(list_activations(old))
             if not names:
-                raise ValueError(f"pattern {old!r} matches no activation")
+                raise UserError(f"pattern {old!r} matches no activation")
         else:
             names = {resolve_name(old)}
         return lambda site: site.activation in names
@@ -70,7 +71,7 @@ def _matcher(old: OldSpec) -> Callable[[ActivationSite], bool]:
         return lambda site: site.activation in names
     if callable(old):
         return old
-    raise ValueError(
+    raise UserError(
         f"old must be an activation name or pattern, a module class or a predicate, got {old!r}"
     )
 
@@ -88,13 +89,13 @@ def _factory(new: NewSpec) -> Callable[[ActivationSite], nn.Module]:
         def build(site: ActivationSite) -> nn.Module:
             module = new(site)
             if not isinstance(module, nn.Module):
-                raise ValueError(
+                raise UserError(
                     f"new(site) must return an nn.Module, got {module!r} for {site.path}"
                 )
             return module
 
         return build
-    raise ValueError(f"new must be an activation spec, a module or a factory, got {new!r}")
+    raise UserError(f"new must be an activation spec, a module or a factory, got {new!r}")
 
 
 def _describe(module: nn.Module) -> str:

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from relulab import functional as F
 from relulab.activations.base import Activation, check_count, check_number, scalar_parameter
+from relulab.errors import UserError
 from relulab.registry import register
 
 
@@ -78,7 +79,7 @@ class VeLU(Activation):
         lambda_ot: float = 0.1,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int):
-            raise ValueError(f"velu: dim must be an integer, got {dim!r}")
+            raise UserError(f"velu: dim must be an integer, got {dim!r}")
         super().__init__(
             scale=check_number("velu", "scale", scale),
             alpha=check_number("velu", "alpha", alpha),
@@ -102,7 +103,7 @@ class VeLU(Activation):
 
     def reference(self, x: Tensor) -> Tensor:
         if not -x.dim() <= self.dim < x.dim() or x.dim() < 2:
-            raise ValueError(
+            raise UserError(
                 f"velu: expected input of shape (N, C, ...) with features along dim={self.dim}, "
                 f"got shape {tuple(x.shape)}"
             )

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from relulab.errors import UserError
 from relulab.kernels import KERNELS, fused
 from relulab.registry import format_arguments, format_spec
 
@@ -69,23 +70,23 @@ def check_number(
 ) -> float:
     """``value`` as a finite float, or a one-line ValueError naming owner, argument and value."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+        raise UserError(f"{owner}: {name} must be a finite number, got {value!r}")
     if at_least is not None and value < at_least:
-        raise ValueError(f"{owner}: {name} must be >= {at_least}, got {value!r}")
+        raise UserError(f"{owner}: {name} must be >= {at_least}, got {value!r}")
     if above is not None and value <= above:
-        raise ValueError(f"{owner}: {name} must be > {above}, got {value!r}")
+        raise UserError(f"{owner}: {name} must be > {above}, got {value!r}")
     return float(value)
 
 
 def check_flag(owner: str, name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+        raise UserError(f"{owner}: {name} must be True or False, got {value!r}")
     return value
 
 
 def check_count(owner: str, name: str, value: Any, *, at_least: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < at_least:
-        raise ValueError(f"{owner}: {name} must be an integer >= {at_least}, got {value!r}")
+        raise UserError(f"{owner}: {name} must be an integer >= {at_least}, got {value!r}")
     return value
 
 

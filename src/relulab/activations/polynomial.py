@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from relulab import functional as F
 from relulab.activations.base import Activation, check_count, check_number
+from relulab.errors import UserError
 from relulab.registry import register
 
 
@@ -48,11 +49,9 @@ class PolyReLU(Activation):
             start = F.dapa_coefficients(0.0, 1.0, degree).to(torch.get_default_dtype())
         else:
             if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence):
-                raise ValueError(
-                    f"poly_relu: coefficients must be a sequence, got {coefficients!r}"
-                )
+                raise UserError(f"poly_relu: coefficients must be a sequence, got {coefficients!r}")
             if len(coefficients) != degree + 1:
-                raise ValueError(
+                raise UserError(
                     f"poly_relu: degree {degree} needs {degree + 1} coefficients, "
                     f"got {len(coefficients)}"
                 )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from relulab.bench import rundir, stats
+from relulab.errors import UserError
 from relulab.registry import did_you_mean
 
 SIGNIFICANCE = 0.05
@@ -74,7 +75,7 @@ def resolve_baseline(trials: Trials, baseline: str | None) -> str:
     chosen = baseline or trials.config["config"].get("baseline") or compared[0]
     if chosen not in compared:
         hint = did_you_mean(chosen, compared) or f" (compared: {', '.join(compared)})"
-        raise ValueError(f"baseline {chosen!r} is not among the run's activations{hint}")
+        raise UserError(f"baseline {chosen!r} is not among the run's activations{hint}")
     return chosen
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from relulab.errors import UserError
+
 SCHEMA_VERSION = 1
 CONFIG = "config.json"
 RESULT = "result.json"
@@ -73,13 +75,13 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
 
 
 def read_config(run: Path) -> dict[str, Any]:
     """A run directory's config.json, or a one-line ValueError saying it is not one."""
     if not (run / CONFIG).is_file():
-        raise ValueError(f"{run} is not a relulab run directory (no {CONFIG})")
+        raise UserError(f"{run} is not a relulab run directory (no {CONFIG})")
     return read_json(run / CONFIG)
 
 
@@ -96,7 +98,7 @@ def exclusive(run: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"{run} is being run by another process") from None
+            raise UserError(f"{run} is being run by another process") from None
         yield
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from relulab.bench import rundir
 from relulab.bench.tasks import canonical_task_name, get_task
 from relulab.bench.trainer import TrialOutcome, TrialSpec, activation_for_width, run_trial
+from relulab.errors import UserError
 from relulab.optional import require
 from relulab.registry import did_you_mean, format_spec, parse_spec
 
@@ -41,7 +42,7 @@ def canonical_spec(spec: str) -> str:
 def _unique(kind: str, names: list[str]) -> list[str]:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"{kind} {repeated[0]!r} is given twice")
+        raise UserError(f"{kind} {repeated[0]!r} is given twice")
     return names
 
 
@@ -74,21 +75,19 @@ class BenchConfig:
     def resolved(self) -> BenchConfig:
         """A copy with defaults filled in, names made canonical, and every value checked."""
         if self.suite not in SUITES:
-            raise ValueError(f"unknown suite {self.suite!r} (choose from {', '.join(SUITES)})")
+            raise UserError(f"unknown suite {self.suite!r} (choose from {', '.join(SUITES)})")
         for key in ("seeds", "epochs", "batch_size", "threads"):
             value = getattr(self, key)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
-                raise ValueError(
-                    f"--{key.replace('_', '-')} must be an integer >= 1, got {value!r}"
-                )
+                raise UserError(f"--{key.replace('_', '-')} must be an integer >= 1, got {value!r}")
         if self.learning_rate is not None and not (
             math.isfinite(self.learning_rate) and self.learning_rate > 0
         ):
-            raise ValueError(f"--lr must be a finite number > 0, got {self.learning_rate!r}")
+            raise UserError(f"--lr must be a finite number > 0, got {self.learning_rate!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name or ""):
-            raise ValueError(
+            raise UserError(
                 f"--name may use letters, digits, '_', '.' and '-' only, got {self.name!r}"
             )
         tasks = _unique("task", [canonical_task_name(t) for t in self.tasks])
@@ -98,17 +97,17 @@ class BenchConfig:
         data, digest = self.data, self.data_sha256
         if "table" in tasks:
             if not (self.data and self.target):
-                raise ValueError("the csv/npz task needs --data FILE and --target COLUMN")
+                raise UserError("the csv/npz task needs --data FILE and --target COLUMN")
             data = str(Path(self.data).resolve())
             if not Path(data).is_file():
-                raise ValueError(f"cannot read {self.data}: no such file")
+                raise UserError(f"cannot read {self.data}: no such file")
             digest = _file_digest(data)
         baseline = canonical_spec(self.baseline) if self.baseline else None
         if baseline is None:
             baseline = "relu" if "relu" in activations else activations[0]
         elif baseline not in activations:
             hint = did_you_mean(baseline, activations) or f" (compared: {', '.join(activations)})"
-            raise ValueError(f"baseline {self.baseline!r} is not among the activations{hint}")
+            raise UserError(f"baseline {self.baseline!r} is not among the activations{hint}")
         return dataclasses.replace(
             self,
             tasks=tasks,
@@ -197,7 +196,7 @@ def connect_ray(address: str | None) -> Any:
         try:
             ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto")
         except (ConnectionError, RuntimeError) as error:
-            raise ValueError(
+            raise UserError(
                 f"cannot reach a Ray cluster: {str(error).strip().splitlines()[0]}"
             ) from None
     return ray
@@ -225,9 +224,9 @@ def execute(
     if executor == "ray":
         return _ray(specs, ray_address)
     if executor != "local":
-        raise ValueError(f"unknown executor {executor!r} (choose from local, ray)")
+        raise UserError(f"unknown executor {executor!r} (choose from local, ray)")
     if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+        raise UserError(f"--workers must be at least 1, got {workers}")
     if workers == 1 or len(specs) <= 1:
         return _in_process(specs)
     return _process_pool(specs, min(workers, len(specs)))
@@ -272,22 +271,22 @@ def resume_run(
         for key in requested:
             if getattr(again, key) != getattr(stored, key):
                 has, given = getattr(stored, key), requested[key]
-                raise ValueError(
+                raise UserError(
                     f"--resume: this run has {key}={has!r}, not {given!r}; "
                     "drop the option or start a new run"
                 )
     if stored.data and _file_digest(stored.data) != stored.data_sha256:
-        raise ValueError(f"--resume: {stored.data} changed since the run started; start a new run")
+        raise UserError(f"--resume: {stored.data} changed since the run started; start a new run")
     versions = rundir.environment()["versions"]
     for package in ("relulab", "torch"):
         if versions.get(package) != stored_file["versions"].get(package):
-            raise ValueError(
+            raise UserError(
                 f"--resume: the run started with {package} {stored_file['versions'].get(package)}, "
                 f"this is {versions.get(package)}; results would not be comparable"
             )
     specs = plan(stored)
     if {s.trial_id: _spec_record(s) for s in specs} != stored_file.get("plan"):
-        raise ValueError(
+        raise UserError(
             "--resume: the trials planned now differ from the run's (defaults changed?)"
         )
     rundir.remove_leftovers(run)

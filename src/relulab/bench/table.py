@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relulab.errors import UserError
 from relulab.registry import did_you_mean
 
 
@@ -20,24 +21,22 @@ def load_table(path: str | Path, target: str) -> tuple[np.ndarray, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"cannot read {path}: no such file")
+        raise UserError(f"cannot read {path}: no such file")
     if path.suffix.lower() == ".npz":
         x, labels = _read_npz(path, target)
     elif path.suffix.lower() in (".csv", ".txt"):
         x, labels = _read_csv(path, target)
     else:
-        raise ValueError(
-            f"{path}: expected a .csv or .npz file, got {path.suffix or 'no suffix'!r}"
-        )
+        raise UserError(f"{path}: expected a .csv or .npz file, got {path.suffix or 'no suffix'!r}")
     classes, y = _class_indices(labels)
     if len(classes) < 2:
-        raise ValueError(
+        raise UserError(
             f"{path}: the target {target!r} has {len(classes)} class(es); need at least 2"
         )
     counts = np.bincount(y)
     if counts.min() < 2:
         rare = classes[int(counts.argmin())]
-        raise ValueError(f"{path}: class {rare!r} has only 1 row; each class needs at least 2")
+        raise UserError(f"{path}: class {rare!r} has only 1 row; each class needs at least 2")
     return x, y
 
 
@@ -72,24 +71,24 @@ def _read_csv(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
             line = 1
         except UnicodeDecodeError as error:  # the file's own offset, not the reader's chunk's
             line = raw[: error.start].count(b"\n") + 1
-        raise ValueError(f"{path} line {line}: not UTF-8 text") from None
+        raise UserError(f"{path} line {line}: not UTF-8 text") from None
     except csv.Error as error:  # e.g. a field over the csv module's size limit
         line = rows.line_num if rows is not None else 1
-        raise ValueError(f"{path} line {line}: {error}") from None
+        raise UserError(f"{path} line {line}: {error}") from None
 
 
 def _parse_csv(path: Path, rows, target: str) -> tuple[np.ndarray, list[str]]:
     header = [name.strip() for name in next(rows, [])]
     if not any(header):
-        raise ValueError(f"{path}: empty file (expected a header row)")
+        raise UserError(f"{path}: empty file (expected a header row)")
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
-        raise ValueError(f"{path} line 1: column {repeated[0]!r} appears twice")
+        raise UserError(f"{path} line 1: column {repeated[0]!r} appears twice")
     if target not in header:
         hint = did_you_mean(target, header) or f" (columns: {', '.join(header)})"
-        raise ValueError(f"{path}: no column {target!r}{hint}")
+        raise UserError(f"{path}: no column {target!r}{hint}")
     if len(header) < 2:
-        raise ValueError(f"{path}: no feature columns besides the target {target!r}")
+        raise UserError(f"{path}: no feature columns besides the target {target!r}")
     label_at = header.index(target)
     features, labels = [], []
     end_of_previous = rows.line_num
@@ -98,9 +97,9 @@ def _parse_csv(path: Path, rows, target: str) -> tuple[np.ndarray, list[str]]:
         if not row or all(not cell.strip() for cell in row):
             continue
         if any("\n" in cell or "\r" in cell for cell in row):
-            raise ValueError(f"{path} line {line}: a field spans lines (an unterminated quote?)")
+            raise UserError(f"{path} line {line}: a field spans lines (an unterminated quote?)")
         if len(row) != len(header):
-            raise ValueError(f"{path} line {line}: expected {len(header)} fields, got {len(row)}")
+            raise UserError(f"{path} line {line}: expected {len(header)} fields, got {len(row)}")
         values = [
             _number(cell, f"{path} line {line}, column {header[column]!r}")
             for column, cell in enumerate(row)
@@ -108,24 +107,24 @@ def _parse_csv(path: Path, rows, target: str) -> tuple[np.ndarray, list[str]]:
         ]
         label = row[label_at].strip()
         if not label:
-            raise ValueError(f"{path} line {line}, column {target!r}: missing label")
+            raise UserError(f"{path} line {line}, column {target!r}: missing label")
         features.append(values)
         labels.append(label)
     if not features:
-        raise ValueError(f"{path}: no data rows after the header")
+        raise UserError(f"{path}: no data rows after the header")
     return np.asarray(features, dtype=np.float64), labels
 
 
 def _number(cell: str, where: str) -> float:
     text = cell.strip()
     if not text:
-        raise ValueError(f"{where}: missing value")
+        raise UserError(f"{where}: missing value")
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{where}: {text!r} is not a number") from None
+        raise UserError(f"{where}: {text!r} is not a number") from None
     if not math.isfinite(value):
-        raise ValueError(f"{where}: {text!r} is not finite")
+        raise UserError(f"{where}: {text!r} is not finite")
     return value
 
 
@@ -133,29 +132,29 @@ def _read_npz(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable .npz file ({error})") from None
+        raise UserError(f"{path}: not a readable .npz file ({error})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: holds a single array, not an .npz archive with x and the labels")
+        raise UserError(f"{path}: holds a single array, not an .npz archive with x and the labels")
     with archive:
         keys = list(archive.keys())
         feature_key = next((k for k in ("x", "X", "features") if k in keys), None)
         if feature_key is None:
-            raise ValueError(f"{path}: no feature array 'x' (arrays: {', '.join(keys) or 'none'})")
+            raise UserError(f"{path}: no feature array 'x' (arrays: {', '.join(keys) or 'none'})")
         if target not in keys:
             hint = did_you_mean(target, keys) or f" (arrays: {', '.join(keys)})"
-            raise ValueError(f"{path}: no label array {target!r}{hint}")
+            raise UserError(f"{path}: no label array {target!r}{hint}")
         x, y = archive[feature_key], archive[target]
     real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
     if x.ndim != 2 or not real:
-        raise ValueError(
+        raise UserError(
             f"{path}: {feature_key!r} must be a 2-D real array, got {x.dtype} {x.shape}"
         )
     if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(
+        raise UserError(
             f"{path}: {target!r} must be 1-D with {len(x)} entries, got shape {y.shape}"
         )
     bad = np.argwhere(~np.isfinite(x.astype(np.float64)))
     if len(bad):
         row, column = bad[0]
-        raise ValueError(f"{path}: {feature_key}[{row}, {column}] is not finite ({x[row, column]})")
+        raise UserError(f"{path}: {feature_key}[{row}, {column}] is not finite ({x[row, column]})")
     return x.astype(np.float64), [str(v) for v in y.tolist()]

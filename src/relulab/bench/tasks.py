@@ -26,6 +26,7 @@ from torch import nn
 
 from relulab.bench import table
 from relulab.bench.models import MLP, ActivationFactory, Conv1dNet, DigitsCNN
+from relulab.errors import UserError
 from relulab.optional import require
 from relulab.registry import did_you_mean
 
@@ -77,7 +78,7 @@ TASKS: dict[str, type[Task]] = {}
 def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: make a task available by its ``name`` to ``relulab bench --tasks``."""
     if not cls.name:
-        raise ValueError(f"task class {cls.__name__} has no name")
+        raise UserError(f"task class {cls.__name__} has no name")
     TASKS[cls.name] = cls
     return cls
 
@@ -95,7 +96,7 @@ def canonical_task_name(name: str) -> str:
     if name not in TASKS:
         choices = sorted({*TASKS, *TASK_ALIASES})
         hint = did_you_mean(name, choices) or f" (tasks: {', '.join(choices)})"
-        raise ValueError(f"unknown task {name!r}{hint}")
+        raise UserError(f"unknown task {name!r}{hint}")
     return name
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from relulab.cli.output import format_table, print_json
+from relulab.errors import UserError
 
 EXAMPLES = """examples:
   relulab bench                                  # 3 tasks x 8 activations x 3 seeds
@@ -107,13 +108,13 @@ def run(args: argparse.Namespace) -> int:
     for module, package in (("scipy", "scipy"), ("matplotlib", "matplotlib")):
         require(module, extra="bench", purpose="relulab bench", package=package)
     if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.executor == "ray":
         runner.connect_ray(args.ray_address)  # before any run directory exists
     requested = _requested(args)
     if args.resume:
         if args.out is not None or args.name is not None:
-            raise ValueError("--resume continues the run in DIR; --out and --name do not apply")
+            raise UserError("--resume continues the run in DIR; --out and --name do not apply")
         run_dir = Path(args.resume)
         config, specs = runner.resume_run(run_dir, requested)
     else:

@@ -10,6 +10,7 @@ import sys
 import torch
 
 from relulab.cli.output import format_table, print_json
+from relulab.errors import UserError
 from relulab.kernels.definitions import KERNELS
 
 DTYPES = {
@@ -199,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 
     for option in ("numel", "threads", "rounds"):
         if getattr(args, option) < 1:
-            raise ValueError(f"--{option} must be at least 1, got {getattr(args, option)}")
+            raise UserError(f"--{option} must be at least 1, got {getattr(args, option)}")
     names = args.names or sorted(KERNELS)
     quiet = args.json
 

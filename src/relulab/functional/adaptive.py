@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from relulab.errors import UserError
 from relulab.functional._common import upcast_low_precision
 from relulab.functional.exponential import elu, selu
 from relulab.functional.gated import sigmoid, tanh
@@ -67,7 +68,7 @@ def smartmixed(x: Tensor, weights: Tensor, clamp: float | None = 10.0) -> Tensor
     ±bound of both clips (None: no clipping).
     """
     if x.dim() < 2 or weights.shape != (x.shape[1], len(SMARTMIXED_CANDIDATES)):
-        raise ValueError(
+        raise UserError(
             f"smartmixed: expected x of shape (N, {weights.shape[0]}, ...) and weights of "
             f"shape (features, {len(SMARTMIXED_CANDIDATES)}), got {tuple(x.shape)} and "
             f"{tuple(weights.shape)}"
@@ -86,7 +87,7 @@ def smartmixed_select(x: Tensor, choice: Tensor) -> Tensor:
     """
     count = len(_SMARTMIXED_FUNCTIONS)
     if x.dim() < 2 or x.shape[1] != len(choice) or bool(((choice < 0) | (choice >= count)).any()):
-        raise ValueError(
+        raise UserError(
             f"smartmixed_select: expected x of shape (N, {len(choice)}, ...) and choices in "
             f"0..{count - 1}, got x of shape {tuple(x.shape)}"
         )

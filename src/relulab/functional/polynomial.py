@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from relulab.errors import UserError
 from relulab.functional._common import upcast_low_precision
 
 
@@ -63,14 +64,14 @@ def dapa_coefficients(
         float64 tensor of shape (degree + 1, *mean.shape), coefficients c₀ ... c_d.
     """
     if isinstance(degree, bool) or not isinstance(degree, int) or not 0 <= degree <= MAX_DEGREE:
-        raise ValueError(
+        raise UserError(
             f"dapa_coefficients: degree must be an integer in 0..{MAX_DEGREE}, got {degree!r}"
         )
     mean_t, std_t = torch.broadcast_tensors(
         torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(std, dtype=torch.float64)
     )
     if not bool(((std_t > 0) & torch.isfinite(std_t) & torch.isfinite(mean_t)).all()):
-        raise ValueError(
+        raise UserError(
             f"dapa_coefficients: std must be finite and > 0, got std={std!r}, mean={mean!r}"
         )
     m = mean_t / std_t
