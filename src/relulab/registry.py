@@ -8,25 +8,71 @@ as ``"leaky_relu(negative_slope=0.2)"``.
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from relulab.errors import UserError
 
+if TYPE_CHECKING:
+    from relulab.kernels.definitions import KernelDef
+
 REQUIRED = inspect.Parameter.empty
 
 
-@dataclass(frozen=True)
-class ActivationInfo:
-    """What relulab knows about one activation: its maths, source and properties.
+@dataclass(frozen=True, eq=False)
+class TorchEquivalent:
+    """torch's own form of an activation: the module class that surgery finds in models and
+    ``relulab speed`` times as "native", and the functional calls and tensor methods that
+    apply it.
 
-    The properties describe the function at its default parameters.
+    Attributes:
+        module: torch's module class (``nn.LeakyReLU``); its subclasses match too.
+        arguments: the module's attributes that carry the activation's arguments (the names
+            are the same on both sides).
+        selects: module attributes whose values pick this activation among those sharing a
+            class: ``nn.GELU`` is gelu with ``approximate="none"``, gelu_tanh with "tanh".
+        functions: functional call → the names of its positional arguments after the input;
+            the name ``"_inplace"`` marks a function that overwrites its input (``F.relu_``).
+        methods: tensor methods (``x.relu()``); a trailing ``_`` marks the in-place form.
+        in_models: found as an activation site in models; False for ``nn.Identity``, which
+            models use as a placeholder for a missing norm or drop-path.
+    """
+
+    module: type[nn.Module]
+    arguments: tuple[str, ...] = ()
+    selects: dict[str, Any] = field(default_factory=dict)
+    functions: dict[Callable[..., Any], tuple[str, ...]] = field(default_factory=dict)
+    methods: tuple[str, ...] = ()
+    in_models: bool = True
+
+    def native(self) -> nn.Module:
+        """torch's module at its default arguments (``nn.GELU(approximate="tanh")``)."""
+        return self.module(**self.selects)
+
+    def __str__(self) -> str:
+        defaults = _constructor_defaults(self.module)
+        selected = format_arguments(
+            {k: v for k, v in self.selects.items() if defaults.get(k, REQUIRED) != v}
+        )
+        name = f"torch.nn.{self.module.__name__}"
+        return f"{name}({selected})" if selected else name
+
+
+@dataclass(frozen=True, eq=False)
+class ActivationInfo:
+    """Everything relulab knows about one activation, declared once where it is registered.
+
+    The maths (function, module, fused kernel), where it comes from (formula, paper), its
+    properties at the default parameters, and its equivalents in torch and timm. Surgery's
+    site finder, ``relulab speed``'s native yardstick, the README's zoo table and the fused
+    path all read this record; nothing else is keyed by the activation's name.
     """
 
     name: str
@@ -35,16 +81,26 @@ class ActivationInfo:
     formula: str
     paper: str
     aliases: tuple[str, ...] = ()
+    kernel: KernelDef | None = None  # the fused kernel (relulab.kernels.definitions)
     piecewise_linear: bool = False
     smooth: bool = False  # continuously differentiable (C¹) or better
     monotonic: bool = False  # non-decreasing
     bounded_below: bool = False
+    # f' is exactly 0 on some interval, so a unit whose inputs all fall there stops learning
+    # (a dead unit); activations without such a region cannot have dead units.
+    flat_region: bool = False
     elementwise: bool = True  # y[i] depends on x[i] alone
     trainable: tuple[str, ...] = ()  # parameters trained by default
-    torch_equivalent: str | None = None
-    timm_equivalent: str | None = None
+    torch: TorchEquivalent | None = None
+    timm_equivalent: str | None = None  # its name in timm's create_act registry
+    timm_modules: tuple[str, ...] = ()  # timm's module classes for it, matched by class name
     notes: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)  # constructor defaults
+
+    @property
+    def torch_equivalent(self) -> str | None:
+        """torch's module for it, as text (``"torch.nn.GELU(approximate='tanh')"``)."""
+        return str(self.torch) if self.torch is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable view (the module and function by qualified name)."""
@@ -57,6 +113,7 @@ class ActivationInfo:
                 k: ("<required>" if v is REQUIRED else v) for k, v in self.parameters.items()
             },
             "properties": self.properties(),
+            "fused_kernel": None if self.kernel is None else f"saves {self.kernel.saves}",
             "torch_equivalent": self.torch_equivalent,
             "timm_equivalent": self.timm_equivalent,
             "notes": self.notes,
@@ -69,6 +126,7 @@ class ActivationInfo:
             "smooth": self.smooth,
             "monotonic": self.monotonic,
             "bounded_below": self.bounded_below,
+            "flat_region": self.flat_region,
             "elementwise": self.elementwise,
             "trainable": list(self.trainable),
         }
@@ -192,6 +250,11 @@ def list_activations(pattern: str | None = None) -> list[str]:
     )
 
 
+def registered() -> list[ActivationInfo]:
+    """Every registered activation's record, sorted by name."""
+    return [_ACTIVATIONS[name] for name in sorted(_ACTIVATIONS)]
+
+
 def activation_info(name: str) -> ActivationInfo:
     """Formula, paper, parameters and properties of an activation (name or alias)."""
     return _ACTIVATIONS[resolve_name(name)]
@@ -304,20 +367,24 @@ def _build(module_class: type[nn.Module], arguments: dict[str, Any], label: str)
 
 
 def get_activation(
-    spec: str | nn.Module | type[nn.Module], *, fused: bool = True, **overrides: Any
+    spec: str | nn.Module | type[nn.Module], *, fused: bool | None = None, **overrides: Any
 ) -> nn.Module:
     """Build an activation module from a name, a spec string, a module class or instance.
 
     Args:
         spec: ``"gelu"``, an alias such as ``"hardswish"``, a call string such as
             ``"leaky_relu(negative_slope=0.2)"``, an ``nn.Module`` subclass (instantiated
-            with ``overrides``) or instance (returned as is).
-        fused: use the fused kernels (:mod:`relulab.kernels`); False runs the reference
-            formula under plain autograd.
+            with ``overrides``) or instance.
+        fused: True runs relulab's fused kernels (:mod:`relulab.kernels`), False the
+            reference formula under plain autograd. None (the default) means True for a
+            name or class, and leaves an instance as it is. An instance whose setting
+            differs is returned as a shallow copy with ``fused`` set (sharing its
+            parameters), so the caller's module is not changed. Modules that are not
+            relulab's have no fused path and are returned as they are.
         overrides: constructor arguments that replace those of the spec string.
 
     Raises:
-        ValueError: unknown name or argument, non-literal argument, bad value.
+        UserError: unknown name or argument, non-literal argument, bad value.
 
     Example::
 
@@ -329,17 +396,28 @@ def get_activation(
     if isinstance(spec, nn.Module):
         if overrides:
             raise UserError(f"cannot apply arguments {sorted(overrides)} to a module instance")
-        return spec
+        if fused is None or not _has_fused_path(spec) or spec.fused == fused:
+            return spec
+        module = copy.copy(spec)
+        module.fused = fused
+        return module
     if isinstance(spec, type) and issubclass(spec, nn.Module):
-        return _build(spec, overrides, spec.__name__)
-    if not isinstance(spec, str):
+        module = _build(spec, overrides, spec.__name__)
+    elif isinstance(spec, str):
+        name, arguments = parse_spec(spec)
+        if overrides:
+            arguments.update(bind_arguments(name, [], overrides))
+        _check_required(name, arguments)
+        module = _build(_ACTIVATIONS[name].module, arguments, format_spec(name, arguments))
+    else:
         raise UserError(
             f"expected an activation name, spec string or nn.Module, got {type(spec).__name__}"
         )
-    name, arguments = parse_spec(spec)
-    if overrides:
-        arguments.update(bind_arguments(name, [], overrides))
-    _check_required(name, arguments)
-    module = _build(_ACTIVATIONS[name].module, arguments, format_spec(name, arguments))
-    module.fused = fused
+    if _has_fused_path(module):
+        module.fused = True if fused is None else fused
     return module
+
+
+def _has_fused_path(module: nn.Module) -> bool:
+    """A relulab activation module (which the registry cannot import: it imports us)."""
+    return isinstance(getattr(type(module), "fused", None), bool)

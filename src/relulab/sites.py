@@ -6,94 +6,27 @@ One mechanism for everything that needs to know where a model's activations are:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 from torch import nn
 
 from relulab.activations.base import Activation
-from relulab.registry import format_spec
+from relulab.registry import ActivationInfo, TorchEquivalent, format_spec, registered
 
-# torch module class -> (registry name, attributes that carry its arguments). nn.Identity is
-# left out on purpose: models use it as a placeholder for a missing norm or drop-path.
-_TORCH_MODULES: dict[type[nn.Module], tuple[str, tuple[str, ...]]] = {
-    nn.ReLU: ("relu", ()),
-    nn.ReLU6: ("relu6", ()),
-    nn.LeakyReLU: ("leaky_relu", ("negative_slope",)),
-    nn.PReLU: ("prelu", ("num_parameters", "init")),
-    nn.ELU: ("elu", ("alpha",)),
-    nn.SELU: ("selu", ()),
-    nn.CELU: ("celu", ("alpha",)),
-    nn.SiLU: ("silu", ()),
-    nn.Mish: ("mish", ()),
-    nn.Softplus: ("softplus", ("beta", "threshold")),
-    nn.Hardswish: ("hard_swish", ()),
-    nn.Hardsigmoid: ("hard_sigmoid", ()),
-    nn.Sigmoid: ("sigmoid", ()),
-    nn.Tanh: ("tanh", ()),
-}
 
-# timm's activation classes, matched by name so that timm need not be installed.
-# timm's Swish is x·σ(x), i.e. SiLU; its "Me" variants are memory-efficient versions.
-_TIMM_MODULES: dict[str, str] = {
-    "Swish": "silu",
-    "SwishMe": "silu",
-    "Mish": "mish",
-    "MishMe": "mish",
-    "HardSwish": "hard_swish",
-    "HardSwishMe": "hard_swish",
-    "HardSigmoid": "hard_sigmoid",
-    "HardSigmoidMe": "hard_sigmoid",
-    "HardMish": "hard_mish",
-    "HardMishMe": "hard_mish",
-    "GELU": "gelu",
-    "GELUTanh": "gelu_tanh",
-    "QuickGELU": "quick_gelu",
-    "Sigmoid": "sigmoid",
-    "Tanh": "tanh",
-}  # timm's PReLU subclasses nn.PReLU and is found through that
+def _in_models() -> list[tuple[ActivationInfo, TorchEquivalent]]:
+    """The registered activations that torch has a module or call for, as models use them."""
+    return [(i, i.torch) for i in registered() if i.torch is not None and i.torch.in_models]
 
-# functional call -> (registry name, names of its positional arguments after the input)
-_TORCH_FUNCTIONS: dict[Any, tuple[str, tuple[str, ...]]] = {
-    F.relu: ("relu", ("inplace",)),
-    torch.relu: ("relu", ()),
-    F.relu6: ("relu6", ("inplace",)),
-    F.leaky_relu: ("leaky_relu", ("negative_slope", "inplace")),
-    F.elu: ("elu", ("alpha", "inplace")),
-    F.selu: ("selu", ("inplace",)),
-    torch.selu: ("selu", ()),
-    F.celu: ("celu", ("alpha", "inplace")),
-    F.gelu: ("gelu", ("approximate",)),
-    F.silu: ("silu", ("inplace",)),
-    F.mish: ("mish", ("inplace",)),
-    F.softplus: ("softplus", ("beta", "threshold")),
-    F.hardswish: ("hard_swish", ("inplace",)),
-    F.hardsigmoid: ("hard_sigmoid", ("inplace",)),
-    torch.sigmoid: ("sigmoid", ()),
-    F.sigmoid: ("sigmoid", ()),
-    torch.tanh: ("tanh", ()),
-    F.tanh: ("tanh", ()),
-}
 
-# In-place functions: the same activations, overwriting their input.
-for _function, _entry in [
-    ("relu_", ("relu", ())),
-    ("leaky_relu_", ("leaky_relu", ("negative_slope",))),
-    ("elu_", ("elu", ("alpha",))),
-    ("celu_", ("celu", ("alpha",))),
-    ("selu_", ("selu", ())),
-]:
-    for _namespace in (F, torch):
-        if hasattr(_namespace, _function):
-            _TORCH_FUNCTIONS[getattr(_namespace, _function)] = (_entry[0], (*_entry[1], "_inplace"))
-
-# tensor method -> registry name (``x.relu()``; the trailing-underscore forms are in place)
-_TENSOR_METHODS: dict[str, str] = {
-    name + suffix: name for name in ("relu", "sigmoid", "tanh") for suffix in ("", "_")
-}
+def _call_default(equivalent: TorchEquivalent, key: str) -> Any:
+    """A selecting argument that a call leaves out takes the module's default
+    (``F.gelu(x)`` is approximate="none", as ``nn.GELU()`` is)."""
+    return inspect.signature(equivalent.module).parameters[key].default
 
 
 @dataclass
@@ -130,37 +63,59 @@ class ActivationSite:
         return format_spec(self.activation, self.arguments)
 
 
-def _torch_entry(cls: type) -> tuple[str, tuple[str, ...]] | None:
-    return next(
-        (_TORCH_MODULES[b] for b in getattr(cls, "__mro__", ()) if b in _TORCH_MODULES), None
-    )
+def _torch_matches(cls: type, module: nn.Module | None = None) -> list[tuple[str, tuple]]:
+    """(name, argument attributes) of the activations whose torch class ``cls`` is or derives
+    from, most specific class first; with ``module``, only those its attributes select."""
+    found = []
+    for base in getattr(cls, "__mro__", ()):
+        for info, equivalent in _in_models():
+            if equivalent.module is not base:
+                continue
+            if module is None or all(
+                getattr(module, k, None) == v for k, v in equivalent.selects.items()
+            ):
+                found.append((info.name, equivalent.arguments))
+        if found:
+            return found
+    return found
+
+
+def _timm_name(cls: type) -> str | None:
+    """timm's activation classes, matched by class name so that timm need not be installed."""
+    if not getattr(cls, "__module__", "").startswith("timm."):
+        return None
+    return next((i.name for i in registered() if cls.__name__ in i.timm_modules), None)
 
 
 def activation_name_of_class(cls: type) -> str | None:
-    """Registry name that a module class stands for (``nn.ReLU`` → ``"relu"``), if any."""
+    """Registry name that a module class stands for (``nn.ReLU`` → ``"relu"``), if any.
+
+    A torch class shared by several activations (``nn.GELU``) stands for the one its
+    default arguments select.
+    """
     if isinstance(cls, type) and issubclass(cls, Activation):
         return cls.activation_name
-    if isinstance(cls, type) and issubclass(cls, nn.GELU):
-        return "gelu"
-    entry = _torch_entry(cls)
-    if entry is not None:
-        return entry[0]
-    if getattr(cls, "__module__", "").startswith("timm."):
-        return _TIMM_MODULES.get(cls.__name__)
-    return None
+    matches = _torch_matches(cls)
+    if len(matches) > 1:
+        defaults = {
+            info.name: all(_call_default(eq, k) == v for k, v in eq.selects.items())
+            for info, eq in _in_models()
+        }
+        matches = [m for m in matches if defaults.get(m[0])] or matches
+    if matches:
+        return matches[0][0]
+    return _timm_name(cls)
 
 
 def identify_module(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
     """Registry name and arguments of an activation module (relulab's, torch's or timm's)."""
     if isinstance(module, Activation):
         return module.activation_name, module.config
-    if isinstance(module, nn.GELU):
-        return ("gelu_tanh" if module.approximate == "tanh" else "gelu"), {}
-    entry = _torch_entry(type(module))
-    if entry is not None:
-        name, attributes = entry
+    matches = _torch_matches(type(module), module)
+    if matches:
+        name, attributes = matches[0]
         return name, {a: getattr(module, a) for a in attributes}
-    name = activation_name_of_class(type(module))
+    name = _timm_name(type(module))
     return (name, {}) if name else None
 
 
@@ -170,18 +125,30 @@ def _identify_call(node: torch.fx.Node) -> tuple[str, dict[str, Any], bool] | No
     Arguments computed at run time (fx nodes) are kept as nodes; :func:`call_sites` marks
     such a site as not replaceable.
     """
-    if node.op == "call_method" and node.target in _TENSOR_METHODS:
-        return _TENSOR_METHODS[node.target], {}, node.target.endswith("_")
-    if node.op != "call_function" or node.target not in _TORCH_FUNCTIONS:
+    if node.op == "call_method":
+        for info, equivalent in _in_models():
+            if node.target in equivalent.methods:
+                return info.name, {}, node.target.endswith("_")
         return None
-    name, positional = _TORCH_FUNCTIONS[node.target]
-    inplace = positional[-1:] == ("_inplace",)
-    given = dict(zip(positional, node.args[1:]))
-    given.update({k: v for k, v in node.kwargs.items() if k != "input"})
-    inplace = bool(given.pop("inplace", False)) or inplace
-    if name == "gelu" and given.pop("approximate", "none") == "tanh":
-        name = "gelu_tanh"
-    return name, given, inplace
+    if node.op != "call_function":
+        return None
+    for info, equivalent in _in_models():
+        positional = equivalent.functions.get(node.target)
+        if positional is None:
+            continue
+        given = dict(zip(positional, node.args[1:]))
+        given.update({k: v for k, v in node.kwargs.items() if k != "input"})
+        selected = all(
+            given.get(k, _call_default(equivalent, k)) == v for k, v in equivalent.selects.items()
+        )
+        if not selected:
+            continue
+        for key in equivalent.selects:
+            given.pop(key, None)
+        inplace = positional[-1:] == ("_inplace",)
+        inplace = bool(given.pop("inplace", False)) or inplace
+        return info.name, given, inplace
+    return None
 
 
 def module_sites(model: nn.Module) -> list[ActivationSite]:

@@ -29,26 +29,6 @@ from relulab.kernels import compilation, compiled_kernels_available
 from relulab.memory import saved_bytes
 from relulab.registry import activation_info, get_activation, resolve_name
 
-# torch's own module for an activation at its default arguments, where torch has one.
-_NATIVE: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "leaky_relu": nn.LeakyReLU,
-    "prelu": nn.PReLU,
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "celu": nn.CELU,
-    "gelu": nn.GELU,
-    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-    "silu": nn.SiLU,
-    "mish": nn.Mish,
-    "softplus": nn.Softplus,
-    "hard_swish": nn.Hardswish,
-    "hard_sigmoid": nn.Hardsigmoid,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-}
-
 IMPLEMENTATIONS = ("fused", "reference", "native", "timm_pattern")
 
 
@@ -74,8 +54,9 @@ class Timing:
 
 
 def _module(name: str, implementation: str) -> nn.Module | None:
-    if implementation == "native":
-        return _NATIVE[name]() if name in _NATIVE else None
+    if implementation == "native":  # torch's own module, where torch has one
+        equivalent = activation_info(name).torch
+        return equivalent.native() if equivalent is not None else None
     return get_activation(name, fused=implementation != "reference")
 
 

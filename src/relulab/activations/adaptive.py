@@ -128,6 +128,7 @@ class VeLU(Activation):
     trainable=("logits",),
     notes="Eval mode in phase 1 uses each neuron's argmax instead of a Gumbel sample. Phase 2 "
     "does not clip, as in the authors' code.",
+    flat_region=True,
 )
 class SmartMixed(Activation):
     r"""Per-neuron choice among six activations, learned by hard Gumbel-softmax.

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from relulab.errors import UserError
-from relulab.kernels import KERNELS, fused
-from relulab.registry import format_arguments, format_spec
+from relulab.kernels import KernelDef, fused
+from relulab.registry import activation_info, format_arguments, format_spec
 
 
 class Activation(nn.Module):
@@ -41,10 +41,10 @@ class Activation(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = KERNELS.get(self.activation_name) if self.fused else None
+        kernel = fused_kernel_of(type(self)) if self.fused else None
         if kernel is None:
             return self.reference(x)
-        return fused(kernel.name, x, [getattr(self, p) for p in kernel.params], self.reference)
+        return fused(kernel, x, [getattr(self, p) for p in kernel.params], self.reference)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -58,6 +58,24 @@ class Activation(nn.Module):
 
     def extra_repr(self) -> str:
         return format_arguments(self._config)
+
+
+_KERNEL_OF_CLASS: dict[type, KernelDef | None] = {}
+
+
+def fused_kernel_of(cls: type[Activation]) -> KernelDef | None:
+    """The fused kernel that instances of ``cls`` run: the one declared where ``cls`` (or the
+    registered class it derives from) was registered, unless ``cls`` overrides
+    :meth:`~Activation.reference`. A subclass with maths of its own then runs its own
+    maths, not its parent's kernel."""
+    if cls not in _KERNEL_OF_CLASS:  # once per class: forward is on every call's path
+        kernel = None
+        if cls.activation_name:
+            info = activation_info(cls.activation_name)
+            if info.kernel is not None and cls.reference is info.module.reference:
+                kernel = info.kernel
+        _KERNEL_OF_CLASS[cls] = kernel
+    return _KERNEL_OF_CLASS[cls]
 
 
 def check_number(

@@ -6,6 +6,7 @@ from torch import Tensor
 
 from relulab import functional as F
 from relulab.activations.base import Activation, check_number, scalar_parameter
+from relulab.kernels import definitions as kernels
 from relulab.registry import register
 
 _EXPANDED_PAPER = (
@@ -32,6 +33,7 @@ class _ExpandedGate(Activation):
     bounded_below=True,
     trainable=("alpha",),
     notes=_EXPANDED_NOTES,
+    kernel=kernels.xatlu,
 )
 class XATLU(_ExpandedGate):
     r"""Arctan-gated linear unit with an expanded gate range.
@@ -64,6 +66,7 @@ class XATLU(_ExpandedGate):
     bounded_below=True,
     trainable=("alpha",),
     notes=_EXPANDED_NOTES,
+    kernel=kernels.xgelu,
 )
 class XGELU(_ExpandedGate):
     r"""GELU with an expanded gate range, :math:`x((1 + 2\alpha)\Phi(x) - \alpha)`.
@@ -90,6 +93,7 @@ class XGELU(_ExpandedGate):
     bounded_below=True,
     trainable=("alpha",),
     notes=_EXPANDED_NOTES,
+    kernel=kernels.xsilu,
 )
 class XSiLU(_ExpandedGate):
     r"""SiLU with an expanded gate range, :math:`x((1 + 2\alpha)\sigma(x) - \alpha)`.
@@ -115,6 +119,7 @@ class XSiLU(_ExpandedGate):
     smooth=True,
     monotonic=True,
     bounded_below=True,
+    kernel=kernels.atlu,
 )
 class ATLU(Activation):
     r"""Arctan-gated linear unit, :math:`x\,(\arctan(x) + \pi/2)/\pi` (xATLU at α = 0, fixed).
@@ -140,6 +145,7 @@ class ATLU(Activation):
     trainable=("alpha",),
     notes="No official code; the closed form is derived in shared/reference/activations.md. "
     "The authors' σ (5e-5 in a secondary source) is not confirmed; the default here is 1.",
+    kernel=kernels.sau,
 )
 class SAU(Activation):
     r"""Smooth activation unit: Leaky-ReLU (slope α) convolved with a Gaussian of width σ.

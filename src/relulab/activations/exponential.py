@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+import torch.nn.functional as TF
+from torch import Tensor, nn
 
 from relulab import functional as F
 from relulab.activations.base import Activation, check_number
-from relulab.registry import register
+from relulab.kernels import definitions as kernels
+from relulab.registry import TorchEquivalent, register
 
 
 @register(
@@ -18,8 +21,13 @@ from relulab.registry import register
     smooth=True,
     monotonic=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.ELU",
     timm_equivalent="elu",
+    kernel=kernels.elu,
+    torch=TorchEquivalent(
+        nn.ELU,
+        ("alpha",),
+        functions={TF.elu: ("alpha", "inplace"), TF.elu_: ("alpha", "_inplace")},
+    ),
 )
 class ELU(Activation):
     r"""Exponential linear unit, :math:`x` for :math:`x > 0`, :math:`\alpha(e^x - 1)` otherwise.
@@ -49,8 +57,17 @@ class ELU(Activation):
     function=F.selu,
     monotonic=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.SELU",
     timm_equivalent="selu",
+    kernel=kernels.selu,
+    torch=TorchEquivalent(
+        nn.SELU,
+        functions={
+            TF.selu: ("inplace",),
+            torch.selu: (),
+            TF.selu_: ("_inplace",),
+            torch.selu_: ("_inplace",),
+        },
+    ),
 )
 class SELU(Activation):
     r"""Scaled ELU with the self-normalising constants.
@@ -76,8 +93,17 @@ class SELU(Activation):
     smooth=True,
     monotonic=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.CELU",
     timm_equivalent="celu",
+    kernel=kernels.celu,
+    torch=TorchEquivalent(
+        nn.CELU,
+        ("alpha",),
+        functions={
+            TF.celu: ("alpha", "inplace"),
+            TF.celu_: ("alpha", "_inplace"),
+            torch.celu_: ("alpha", "_inplace"),
+        },
+    ),
 )
 class CELU(Activation):
     r"""Continuously differentiable ELU, :math:`\max(0, x) + \min(0, \alpha(e^{x/\alpha} - 1))`.
@@ -107,9 +133,12 @@ class CELU(Activation):
     smooth=True,
     monotonic=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.Softplus",
     notes="As in torch, x is returned where βx > threshold (an error below 2.1e-9 at the "
     "default); threshold=None gives the exact function everywhere.",
+    kernel=kernels.softplus,
+    torch=TorchEquivalent(
+        nn.Softplus, ("beta", "threshold"), functions={TF.softplus: ("beta", "threshold")}
+    ),
 )
 class Softplus(Activation):
     r"""Softplus, :math:`\frac{1}{\beta}\log(1 + e^{\beta x})`, a smooth ReLU.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+import torch.nn.functional as TF
+from torch import Tensor, nn
 
 from relulab import functional as F
 from relulab.activations.base import Activation, check_flag, check_number, scalar_parameter
-from relulab.registry import register
+from relulab.kernels import definitions as kernels
+from relulab.registry import TorchEquivalent, register
 
 _GELU_PAPER = "Hendrycks & Gimpel 2016, Gaussian Error Linear Units (GELUs), arXiv:1606.08415"
 
@@ -20,8 +23,14 @@ _GELU_PAPER = "Hendrycks & Gimpel 2016, Gaussian Error Linear Units (GELUs), arX
     smooth=True,
     monotonic=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.Sigmoid",
     timm_equivalent="sigmoid",
+    kernel=kernels.sigmoid,
+    torch=TorchEquivalent(
+        nn.Sigmoid,
+        functions={torch.sigmoid: (), TF.sigmoid: ()},
+        methods=("sigmoid", "sigmoid_"),
+    ),
+    timm_modules=("Sigmoid",),
 )
 class Sigmoid(Activation):
     r"""Logistic sigmoid, :math:`\sigma(x) = 1/(1 + e^{-x})`.
@@ -44,8 +53,12 @@ class Sigmoid(Activation):
     smooth=True,
     monotonic=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.Tanh",
     timm_equivalent="tanh",
+    kernel=kernels.tanh,
+    torch=TorchEquivalent(
+        nn.Tanh, functions={torch.tanh: (), TF.tanh: ()}, methods=("tanh", "tanh_")
+    ),
+    timm_modules=("Tanh",),
 )
 class Tanh(Activation):
     r"""Hyperbolic tangent, :math:`\tanh(x)`.
@@ -68,8 +81,12 @@ class Tanh(Activation):
     function=F.gelu,
     smooth=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.GELU",
     timm_equivalent="gelu",
+    kernel=kernels.gelu,
+    torch=TorchEquivalent(
+        nn.GELU, selects={"approximate": "none"}, functions={TF.gelu: ("approximate",)}
+    ),
+    timm_modules=("GELU",),
 )
 class GELU(Activation):
     r"""Gaussian error linear unit, :math:`x\,\Phi(x)` with the exact normal CDF.
@@ -95,8 +112,12 @@ class GELU(Activation):
     function=F.gelu_tanh,
     smooth=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.GELU(approximate='tanh')",
     timm_equivalent="gelu_tanh",
+    kernel=kernels.gelu_tanh,
+    torch=TorchEquivalent(
+        nn.GELU, selects={"approximate": "tanh"}, functions={TF.gelu: ("approximate",)}
+    ),
+    timm_modules=("GELUTanh",),
 )
 class GELUTanh(Activation):
     r"""GELU's tanh approximation, :math:`\tfrac{x}{2}(1 + \tanh(\sqrt{2/\pi}(x + 0.044715x^3)))`.
@@ -122,6 +143,8 @@ class GELUTanh(Activation):
     smooth=True,
     bounded_below=True,
     timm_equivalent="quick_gelu",
+    kernel=kernels.quick_gelu,
+    timm_modules=("QuickGELU",),
 )
 class QuickGELU(Activation):
     r"""GELU's sigmoid approximation, :math:`x\,\sigma(1.702x)`.
@@ -144,8 +167,10 @@ class QuickGELU(Activation):
     function=F.silu,
     smooth=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.SiLU",
     timm_equivalent="silu",
+    kernel=kernels.silu,
+    torch=TorchEquivalent(nn.SiLU, functions={TF.silu: ("inplace",)}),
+    timm_modules=("Swish", "SwishMe"),
 )
 class SiLU(Activation):
     r"""Sigmoid linear unit, :math:`x\,\sigma(x)` (Swish with β = 1).
@@ -170,6 +195,7 @@ class SiLU(Activation):
     timm_equivalent="swish",
     notes="trainable=True learns one β shared by all units; the paper's per-channel β is "
     "not confirmed.",
+    kernel=kernels.swish,
 )
 class Swish(Activation):
     r"""Swish, :math:`x\,\sigma(\beta x)`: SiLU at β = 1, x/2 at β = 0, ReLU as β → ∞.
@@ -204,8 +230,10 @@ class Swish(Activation):
     function=F.mish,
     smooth=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.Mish",
     timm_equivalent="mish",
+    kernel=kernels.mish,
+    torch=TorchEquivalent(nn.Mish, functions={TF.mish: ("inplace",)}),
+    timm_modules=("Mish", "MishMe"),
 )
 class Mish(Activation):
     r"""Mish, :math:`x \tanh(\mathrm{softplus}(x))`; minimum ≈ −0.3088 at x ≈ −1.1924.
@@ -228,6 +256,7 @@ class Mish(Activation):
     function=F.golu,
     smooth=True,
     bounded_below=True,
+    kernel=kernels.golu,
 )
 class GoLU(Activation):
     r"""Gompertz linear unit, :math:`a\,x\,\exp(-b\,e^{-c x})`.

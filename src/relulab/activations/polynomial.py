@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from relulab import functional as F
 from relulab.activations.base import Activation, check_count, check_number
 from relulab.errors import UserError
+from relulab.kernels import definitions as kernels
 from relulab.registry import register
 
 
@@ -25,6 +26,7 @@ from relulab.registry import register
     bounded_below=True,
     trainable=("coefficients",),
     notes="One set of coefficients per module; AutoReP also learns them per channel.",
+    kernel=kernels.poly_relu,
 )
 class PolyReLU(Activation):
     r"""A trainable polynomial standing in for ReLU, :math:`\sum_{k=0}^{d} c_k x^k`.

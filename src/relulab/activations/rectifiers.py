@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from relulab import functional as F
 from relulab.activations.base import Activation, check_count, check_number
-from relulab.registry import register
+from relulab.kernels import definitions as kernels
+from relulab.registry import TorchEquivalent, register
 
 
 @register(
@@ -19,7 +21,7 @@ from relulab.registry import register
     piecewise_linear=True,
     smooth=True,
     monotonic=True,
-    torch_equivalent="torch.nn.Identity",
+    torch=TorchEquivalent(nn.Identity, in_models=False),
 )
 class Identity(Activation):
     r"""The identity, :math:`f(x) = x`: what an activation site becomes once its ReLU is cut.
@@ -42,8 +44,19 @@ class Identity(Activation):
     piecewise_linear=True,
     monotonic=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.ReLU",
     timm_equivalent="relu",
+    kernel=kernels.relu,
+    flat_region=True,
+    torch=TorchEquivalent(
+        nn.ReLU,
+        functions={
+            TF.relu: ("inplace",),
+            torch.relu: (),
+            TF.relu_: ("_inplace",),
+            torch.relu_: ("_inplace",),
+        },
+        methods=("relu", "relu_"),
+    ),
 )
 class ReLU(Activation):
     r"""Rectified linear unit, :math:`\mathrm{ReLU}(x) = \max(0, x)`.
@@ -66,8 +79,10 @@ class ReLU(Activation):
     piecewise_linear=True,
     monotonic=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.ReLU6",
     timm_equivalent="relu6",
+    kernel=kernels.relu6,
+    flat_region=True,
+    torch=TorchEquivalent(nn.ReLU6, functions={TF.relu6: ("inplace",)}),
 )
 class ReLU6(Activation):
     r"""ReLU capped at 6, :math:`\min(\max(0, x), 6)`.
@@ -91,8 +106,16 @@ class ReLU6(Activation):
     function=F.leaky_relu,
     piecewise_linear=True,
     monotonic=True,
-    torch_equivalent="torch.nn.LeakyReLU",
     timm_equivalent="leaky_relu",
+    kernel=kernels.leaky_relu,
+    torch=TorchEquivalent(
+        nn.LeakyReLU,
+        ("negative_slope",),
+        functions={
+            TF.leaky_relu: ("negative_slope", "inplace"),
+            TF.leaky_relu_: ("negative_slope", "_inplace"),
+        },
+    ),
 )
 class LeakyReLU(Activation):
     r"""Leaky ReLU, :math:`f(x) = x` for :math:`x \ge 0` and :math:`a x` otherwise.
@@ -123,8 +146,9 @@ class LeakyReLU(Activation):
     piecewise_linear=True,
     monotonic=True,
     trainable=("weight",),
-    torch_equivalent="torch.nn.PReLU",
     timm_equivalent="prelu",
+    kernel=kernels.prelu,
+    torch=TorchEquivalent(nn.PReLU, ("num_parameters", "init")),
 )
 class PReLU(Activation):
     r"""Parametric ReLU: leaky ReLU whose negative slope :math:`a` is learned.
@@ -167,6 +191,8 @@ class PReLU(Activation):
     bounded_below=True,
     notes="The paper picks the shift from the pre-activation distribution; the value it used "
     "(about 1 in its example) is not confirmed.",
+    kernel=kernels.shifted_relu,
+    flat_region=True,
 )
 class ShiftedReLU(Activation):
     r"""ReLU with a shifted threshold, :math:`\max(0, x - b)`, for sparser activations.
@@ -197,6 +223,8 @@ class ShiftedReLU(Activation):
     smooth=True,
     monotonic=True,
     bounded_below=True,
+    kernel=kernels.squared_relu,
+    flat_region=True,
 )
 class SquaredReLU(Activation):
     r"""Squared ReLU, :math:`\max(0, x)^2` (Primer).
@@ -220,8 +248,11 @@ class SquaredReLU(Activation):
     piecewise_linear=True,
     monotonic=True,
     bounded_below=True,
-    torch_equivalent="torch.nn.Hardsigmoid",
     timm_equivalent="hard_sigmoid",
+    kernel=kernels.hard_sigmoid,
+    flat_region=True,
+    torch=TorchEquivalent(nn.Hardsigmoid, functions={TF.hardsigmoid: ("inplace",)}),
+    timm_modules=("HardSigmoid", "HardSigmoidMe"),
 )
 class HardSigmoid(Activation):
     r"""Piecewise-linear sigmoid, :math:`\mathrm{relu6}(x + 3)/6` (torch's definition).
@@ -243,8 +274,11 @@ class HardSigmoid(Activation):
     aliases=("hardswish",),
     function=F.hard_swish,
     bounded_below=True,
-    torch_equivalent="torch.nn.Hardswish",
     timm_equivalent="hard_swish",
+    kernel=kernels.hard_swish,
+    flat_region=True,
+    torch=TorchEquivalent(nn.Hardswish, functions={TF.hardswish: ("inplace",)}),
+    timm_modules=("HardSwish", "HardSwishMe"),
 )
 class HardSwish(Activation):
     r"""Piecewise-quadratic swish, :math:`x \cdot \mathrm{relu6}(x + 3)/6` (torch's definition).
@@ -267,6 +301,9 @@ class HardSwish(Activation):
     function=F.hard_mish,
     bounded_below=True,
     timm_equivalent="hard_mish",
+    kernel=kernels.hard_mish,
+    flat_region=True,
+    timm_modules=("HardMish", "HardMishMe"),
 )
 class HardMish(Activation):
     r"""Piecewise-quadratic Mish, :math:`\tfrac12 x \cdot \mathrm{clamp}(x + 2, 0, 2)` (timm's).
@@ -290,6 +327,8 @@ class HardMish(Activation):
     smooth=True,
     monotonic=True,
     bounded_below=True,
+    kernel=kernels.smelu,
+    flat_region=True,
 )
 class SmeLU(Activation):
     r"""Smooth reLU: ReLU with a quadratic joint of half-width :math:`\beta`.
@@ -325,6 +364,8 @@ class SmeLU(Activation):
     piecewise_linear=True,
     monotonic=True,
     bounded_below=True,
+    kernel=kernels.helu,
+    flat_region=True,
 )
 class HeLU(Activation):
     r"""Hysteresis ReLU: ReLU forward, a gradient that also flows for slightly negative x.

@@ -11,7 +11,7 @@ import torch
 
 from relulab.cli.output import format_table, print_json
 from relulab.errors import UserError
-from relulab.kernels.definitions import KERNELS
+from relulab.registry import activation_info, registered
 
 DTYPES = {
     "float32": torch.float32,
@@ -114,7 +114,8 @@ def _targets(rows: list[dict]) -> str:
         native = by.get((name, "native"))
         speedup = eager["seconds"] / fused["seconds"]
         # An activation that is one ATen op already has no eager composition to beat.
-        one_op = name in KERNELS and KERNELS[name].single_op
+        kernel = activation_info(name).kernel
+        one_op = kernel is not None and kernel.single_op
         eager_verdict = "n/a, one op" if one_op else _verdict(speedup >= TARGET_EAGER_SPEEDUP)
         versus_native = fused["seconds"] / native["forward_backward"]["seconds"] if native else None
         table.append(
@@ -196,12 +197,11 @@ def _plot(result: dict, path: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from relulab import speed
-    from relulab.kernels import KERNELS
 
     for option in ("numel", "threads", "rounds"):
         if getattr(args, option) < 1:
             raise UserError(f"--{option} must be at least 1, got {getattr(args, option)}")
-    names = args.names or sorted(KERNELS)
+    names = args.names or [i.name for i in registered() if i.kernel is not None]
     quiet = args.json
 
     def progress(message: str) -> None:

@@ -4,7 +4,7 @@ The activation modules use these by default; see :mod:`relulab.kernels.engine` f
 call is served and :mod:`relulab.kernels.definitions` for what each kernel computes.
 """
 
-from relulab.kernels.definitions import KERNELS, KernelDef
+from relulab.kernels.definitions import KernelDef
 from relulab.kernels.engine import (
     COMPILE_MIN_NUMEL,
     FusedActivation,
@@ -15,7 +15,6 @@ from relulab.kernels.engine import (
 
 __all__ = [
     "COMPILE_MIN_NUMEL",
-    "KERNELS",
     "FusedActivation",
     "KernelDef",
     "compilation",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,39 +40,47 @@ from relulab.functional.smoothed import smoothed_relu
 Backward = Callable[..., tuple[Tensor | None, ...]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KernelDef:
-    """One activation's fused kernel: forward, what it saves, backward, parameter names."""
+    """One activation's fused kernel: forward, what it saves, backward, parameter names.
+
+    An activation declares its kernel where it is registered
+    (``@register("relu", kernel=definitions.relu, ...)``); nothing here is keyed by name.
+    """
 
     name: str
     forward: Callable[..., Tensor]
     backward: Backward
     saves: str  # "mask", "output" or "input"
-    params: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()  # the module's attributes passed after x, in this order
     mask: Callable[..., Tensor] | None = None  # saves == "mask": which piece x is in
     # The forward is one ATen kernel already (for float32 and float64): compiling it gains
     # nothing; 16-bit inputs still compile, which fuses their float32 detour.
     single_op: bool = False
     # (x, *params) ↦ can this kernel serve the call; where not, the reference formula runs.
     accepts: Callable[..., bool] | None = None
+    # The first parameter may hold one value per channel (dim 1 of x), as PReLU's weight does:
+    # the kernel then sees x as (N, C, rest), and that parameter's gradient is summed to (C,).
+    per_channel: bool = False
 
 
-KERNELS: dict[str, KernelDef] = {}
-
-
-def _define(
-    name: str,
+def kernel(
     saves: str,
+    forward: Callable[..., Tensor],
     params: tuple[str, ...] = (),
-    mask=None,
-    single_op=False,
-    forward=None,
-    accepts=None,
-):
-    def decorator(backward: Backward) -> Backward:
-        function = forward or getattr(F, name)
-        KERNELS[name] = KernelDef(name, function, backward, saves, params, mask, single_op, accepts)
-        return backward
+    **options: Any,
+) -> Callable[[Backward], KernelDef]:
+    """Decorator: a hand-derived backward becomes the :class:`KernelDef` named after it.
+
+    ``options`` are the other KernelDef fields (mask, single_op, accepts, per_channel).
+    """
+    if saves not in ("mask", "output", "input"):
+        raise ValueError(f"a kernel saves 'mask', 'output' or 'input', not {saves!r}")
+    if (saves == "mask") != (options.get("mask") is not None):
+        raise ValueError("a kernel that saves a mask needs mask=..., and only such a kernel")
+
+    def decorator(backward: Backward) -> KernelDef:
+        return KernelDef(backward.__name__, forward, backward, saves, params, **options)
 
     return decorator
 
@@ -88,35 +97,35 @@ def _sigmoid_pair(t: Tensor) -> tuple[Tensor, Tensor]:
 # ReLU family: a 1-byte mask is all the backward needs.
 
 
-@_define("relu", "mask", mask=lambda x: x > 0, single_op=True)
-def _relu(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("mask", F.relu, mask=lambda x: x > 0, single_op=True)
+def relu(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * mask,)
 
 
-@_define("relu6", "mask", mask=lambda x: (x > 0) & (x < 6), single_op=True)  # strict, as hardtanh
-def _relu6(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("mask", F.relu6, mask=lambda x: (x > 0) & (x < 6), single_op=True)  # strict, as hardtanh
+def relu6(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * mask,)
 
 
-@_define("leaky_relu", "mask", ("negative_slope",), mask=lambda x, slope: x > 0, single_op=True)
-def _leaky_relu(mask: Tensor, grad: Tensor, slope: float) -> tuple[Tensor, None]:
+@kernel("mask", F.leaky_relu, ("negative_slope",), mask=lambda x, slope: x > 0, single_op=True)
+def leaky_relu(mask: Tensor, grad: Tensor, slope: float) -> tuple[Tensor, None]:
     # Arithmetic on the 0/1 mask, exact (each term is the gradient or an exact zero): a
     # torch.where on mask != 0 compiles to scalar code, some 3× slower.
     return grad * mask + (grad * slope) * (1 - mask), None
 
 
-@_define("shifted_relu", "mask", ("shift",), mask=lambda x, shift: x > shift)
-def _shifted_relu(mask: Tensor, grad: Tensor, shift: float) -> tuple[Tensor, None]:
+@kernel("mask", F.shifted_relu, ("shift",), mask=lambda x, shift: x > shift)
+def shifted_relu(mask: Tensor, grad: Tensor, shift: float) -> tuple[Tensor, None]:
     return grad * mask, None
 
 
-@_define("helu", "mask", ("alpha",), mask=lambda x, alpha: x > -alpha)
-def _helu(mask: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
+@kernel("mask", F.helu, ("alpha",), mask=lambda x, alpha: x > -alpha)
+def helu(mask: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
     return grad * mask, None  # the hysteresis rule: through wherever x > −α
 
 
-@_define("hard_sigmoid", "mask", mask=lambda x: (x >= -3) & (x <= 3))  # clamp's closed interval
-def _hard_sigmoid(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("mask", F.hard_sigmoid, mask=lambda x: (x >= -3) & (x <= 3))  # clamp's closed interval
+def hard_sigmoid(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * mask / 6.0,)
 
 
@@ -127,19 +136,19 @@ def _hard_sigmoid(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
 
 
 # With α < 0 the left branch is positive too, and y no longer tells which branch x was in.
-@_define("elu", "output", ("alpha",), single_op=True, accepts=lambda x, alpha: alpha >= 0)
-def _elu(y: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
+@kernel("output", F.elu, ("alpha",), single_op=True, accepts=lambda x, alpha: alpha >= 0)
+def elu(y: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
     return grad * torch.where(y > 0, 1.0, y + alpha), None  # α·eˣ = y + α for x ≤ 0
 
 
-@_define("selu", "output", single_op=True)
-def _selu(y: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("output", F.selu, single_op=True)
+def selu(y: Tensor, grad: Tensor) -> tuple[Tensor]:
     scale, alpha = F.SELU_SCALE, F.SELU_ALPHA
     return (grad * torch.where(y > 0, scale, y + scale * alpha),)  # λαeˣ = y + λα
 
 
-@_define("celu", "output", ("alpha",), single_op=True)
-def _celu(y: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
+@kernel("output", F.celu, ("alpha",), single_op=True)
+def celu(y: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
     return grad * torch.where(y > 0, 1.0, y / alpha + 1.0), None  # e^{x/α} = y/α + 1
 
 
@@ -153,8 +162,8 @@ def _softplus_forward(x: Tensor, beta: float = 1.0, threshold: float | None = 20
     return exact if threshold is None else torch.where(scaled > threshold, x, exact)
 
 
-@_define("softplus", "output", ("beta", "threshold"), forward=_softplus_forward)
-def _softplus(
+@kernel("output", _softplus_forward, ("beta", "threshold"))
+def softplus(
     y: Tensor, grad: Tensor, beta: float, threshold: float | None
 ) -> tuple[Tensor, None, None]:
     # σ(βx) = 1 − e^{−βy}, since e^{βy} = 1 + e^{βx}; expm1 keeps the left tail exact.
@@ -164,13 +173,13 @@ def _softplus(
     return grad * slope, None, None
 
 
-@_define("sigmoid", "output", single_op=True)
-def _sigmoid(y: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("output", F.sigmoid, single_op=True)
+def sigmoid(y: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * y * (1.0 - y),)
 
 
-@_define("tanh", "output", single_op=True)
-def _tanh(y: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("output", F.tanh, single_op=True)
+def tanh(y: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * ((1.0 - y) * (1.0 + y)),)
 
 
@@ -178,15 +187,21 @@ def _tanh(y: Tensor, grad: Tensor) -> tuple[Tensor]:
 
 
 # A per-channel weight needs a channel axis (torch says so, from the reference).
-@_define("prelu", "input", ("weight",), accepts=lambda x, w: x.dim() >= 2 or w.numel() == 1)
-def _prelu(x: Tensor, grad: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+@kernel(
+    "input",
+    F.prelu,
+    ("weight",),
+    accepts=lambda x, w: x.dim() >= 2 or w.numel() == 1,
+    per_channel=True,
+)
+def prelu(x: Tensor, grad: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     a = weight.reshape(1, -1, 1) if weight.numel() > 1 else weight  # x arrives as (N, C, rest)
     positive = x > 0
     return torch.where(positive, grad, grad * a), torch.where(positive, 0.0, grad * x)
 
 
-@_define("squared_relu", "input")
-def _squared_relu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("input", F.squared_relu)
+def squared_relu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * (2.0 * torch.relu(x)),)
 
 
@@ -194,25 +209,25 @@ def _hard_sigmoid_slope(x: Tensor) -> Tensor:
     return ((x >= -3) & (x <= 3)).to(x.dtype) / 6.0  # not where(…, 1/6, 0): that is float32
 
 
-@_define("hard_swish", "input")
-def _hard_swish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("input", F.hard_swish)
+def hard_swish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * (F.hard_sigmoid(x) + x * _hard_sigmoid_slope(x)),)
 
 
-@_define("hard_mish", "input")
-def _hard_mish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("input", F.hard_mish)
+def hard_mish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     inside = (x >= -2) & (x <= 0)
     return (grad * (0.5 * (x + 2.0).clamp(0.0, 2.0) + torch.where(inside, 0.5 * x, 0.0)),)
 
 
-@_define("smelu", "input", ("beta",))
-def _smelu(x: Tensor, grad: Tensor, beta: float) -> tuple[Tensor, None]:
+@kernel("input", F.smelu, ("beta",))
+def smelu(x: Tensor, grad: Tensor, beta: float) -> tuple[Tensor, None]:
     ramp = torch.where(x >= -beta, (x + beta) / (2.0 * beta), 0.0)
     return grad * torch.where(x >= beta, 1.0, ramp), None
 
 
-@_define("gelu", "input")
-def _gelu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("input", F.gelu)
+def gelu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     # Φ(x) + x·φ(x); φ's argument clamped where it is 0 anyway, so x² never overflows.
     return (
         grad * (normal_cdf(x) + x * normal_pdf(x.clamp(-NORMAL_SATURATION, NORMAL_SATURATION))),
@@ -224,8 +239,8 @@ _GELU_TANH_C = 0.044715
 _GELU_TANH_SATURATION = 25.0
 
 
-@_define("gelu_tanh", "input")
-def _gelu_tanh(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("input", F.gelu_tanh)
+def gelu_tanh(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     # f = x·σ(2u), u = k(x + c·x³): f' = σ(2u) + x·σ(2u)σ(−2u)·2k(1 + 3c·x²)
     inner = x.clamp(-_GELU_TANH_SATURATION, _GELU_TANH_SATURATION)
     s, s_neg = _sigmoid_pair(2.0 * _GELU_TANH_K * (inner + _GELU_TANH_C * inner * inner * inner))
@@ -240,24 +255,24 @@ def _gated_derivative(x: Tensor, slope: float | Tensor) -> tuple[Tensor, Tensor]
     return s + slope * (x * both), both  # x·both first: slope·x alone can overflow
 
 
-@_define("quick_gelu", "input")
-def _quick_gelu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("input", F.quick_gelu)
+def quick_gelu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * _gated_derivative(x, F.gated.QUICK_GELU_SLOPE)[0],)
 
 
-@_define("silu", "input", single_op=True)
-def _silu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("input", F.silu, single_op=True)
+def silu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * _gated_derivative(x, 1.0)[0],)
 
 
-@_define("swish", "input", ("beta",))
-def _swish(x: Tensor, grad: Tensor, beta: float | Tensor) -> tuple[Tensor, Tensor]:
+@kernel("input", F.swish, ("beta",))
+def swish(x: Tensor, grad: Tensor, beta: float | Tensor) -> tuple[Tensor, Tensor]:
     slope, both = _gated_derivative(x, beta)
     return grad * slope, grad * (x * (x * both))  # ∂f/∂β = x²·σσ(−βx), x² kept from overflowing
 
 
-@_define("mish", "input")
-def _mish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+@kernel("input", F.mish)
+def mish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     # f = x·g, g = tanh(sp(x)) = n/(n + 2), n = e(e + 2), e = eˣ (x capped at 40, where g = 1):
     # f' = g + x·sech²(sp)·σ(x) = g + x·4e(1 + e)/(n + 2)², one exponential for all of it.
     e = torch.exp(x.clamp(max=40.0))
@@ -266,8 +281,8 @@ def _mish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     return (grad * (n / denominator + x * (4.0 * e * (1.0 + e) / denominator / denominator)),)
 
 
-@_define("golu", "input", ("scale", "shift", "growth"))
-def _golu(x: Tensor, grad: Tensor, scale, shift, growth) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+@kernel("input", F.golu, ("scale", "shift", "growth"))
+def golu(x: Tensor, grad: Tensor, scale, shift, growth) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     # gate = exp(−b·e^t), t = −c·x clamped where e^t is still finite (the gate is exactly 0
     # beyond): f' = a·(gate + b·c·x·e^t·gate).
     t = (-growth * x).clamp(max=_common.log_max(x))
@@ -282,14 +297,14 @@ def _golu(x: Tensor, grad: Tensor, scale, shift, growth) -> tuple[Tensor, Tensor
     )
 
 
-@_define("sau", "input", ("alpha", "sigma"))
-def _sau(x: Tensor, grad: Tensor, alpha, sigma: float) -> tuple[Tensor, Tensor, None]:
+@kernel("input", F.sau, ("alpha", "sigma"))
+def sau(x: Tensor, grad: Tensor, alpha, sigma: float) -> tuple[Tensor, Tensor, None]:
     # f' = α + (1 − α)·Φ(x/σ); ∂f/∂α = x − σh(x/σ) = −σh(−x/σ), the smoothed ReLU reflected.
     z = x / sigma
     return grad * (alpha + (1.0 - alpha) * normal_cdf(z)), grad * -smoothed_relu(-x, sigma), None
 
 
-def _expanded(gate: Callable, gate_slope: Callable, centred: Callable):
+def _expanded(gate: Callable, gate_slope: Callable, centred: Callable, name: str) -> Backward:
     """f = x·(g + α·(2g − 1)): f' = g + α(2g − 1) + x·g'·(1 + 2α); ∂f/∂α = x·(2g − 1)."""
 
     def backward(x: Tensor, grad: Tensor, alpha) -> tuple[Tensor, Tensor]:
@@ -298,6 +313,7 @@ def _expanded(gate: Callable, gate_slope: Callable, centred: Callable):
             x * h
         )
 
+    backward.__name__ = backward.__qualname__ = name
     return backward
 
 
@@ -319,20 +335,22 @@ def _erf_centred(x: Tensor) -> Tensor:
 
 
 _ARCTAN = (F.arctan_gate, _arctan_slope, lambda x: F.expanded.arctan_gate_and_centred(x)[1])
-_define("xatlu", "input", ("alpha",))(_expanded(*_ARCTAN))
-_define("xgelu", "input", ("alpha",))(_expanded(normal_cdf, _normal_slope, _erf_centred))
-_define("xsilu", "input", ("alpha",))(
-    _expanded(torch.sigmoid, _logistic_slope, lambda x: torch.tanh(0.5 * x))
+xatlu = kernel("input", F.xatlu, ("alpha",))(_expanded(*_ARCTAN, name="xatlu"))
+xgelu = kernel("input", F.xgelu, ("alpha",))(
+    _expanded(normal_cdf, _normal_slope, _erf_centred, name="xgelu")
+)
+xsilu = kernel("input", F.xsilu, ("alpha",))(
+    _expanded(torch.sigmoid, _logistic_slope, lambda x: torch.tanh(0.5 * x), name="xsilu")
 )
 
 
-@_define("atlu", "input")
-def _atlu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
-    return (_expanded(*_ARCTAN)(x, grad, 0.0)[0],)
+@kernel("input", F.atlu)
+def atlu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (xatlu.backward(x, grad, 0.0)[0],)
 
 
-@_define("poly_relu", "input", ("coefficients",))
-def _poly_relu(x: Tensor, grad: Tensor, coefficients: Tensor) -> tuple[Tensor, Tensor]:
+@kernel("input", F.poly_relu, ("coefficients",))
+def poly_relu(x: Tensor, grad: Tensor, coefficients: Tensor) -> tuple[Tensor, Tensor]:
     # f' = Σₖ k·cₖ·xᵏ⁻¹ by Horner; ∂L/∂cₖ = Σ grad·xᵏ, reduced here to the coefficients' shape.
     degree = coefficients.shape[0] - 1
     slope = torch.zeros_like(x)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from relulab.kernels.definitions import KERNELS, KernelDef
+from relulab.kernels.definitions import KernelDef
 
 # Below this many elements a compiled kernel's call overhead (guards, launch) costs more
 # than it saves, and a first call would spend seconds compiling for microseconds of work.
@@ -128,7 +128,7 @@ def _reduce(partial: Tensor, param: Tensor) -> Tensor:
 
 def _layout(kernel: KernelDef, x: Tensor, params: Sequence) -> Tensor:
     """The shape the kernel works on: flat, or (N, C, rest) for a per-channel parameter."""
-    if kernel.name == "prelu" and params[0].numel() > 1:
+    if kernel.per_channel and params[0].numel() > 1:
         return x.reshape(x.shape[0], x.shape[1], -1)
     return x.reshape(-1)
 
@@ -196,9 +196,10 @@ def _transformed(x: Any) -> bool:
     return torch.autograd.forward_ad._current_level >= 0
 
 
-def fused(name: str, x: Tensor, params: Sequence, reference: Callable[[Tensor], Tensor]) -> Tensor:
-    """``name``'s fused kernel applied to x, or ``reference(x)`` where a kernel cannot serve."""
-    kernel = KERNELS[name]
+def fused(
+    kernel: KernelDef, x: Tensor, params: Sequence, reference: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """``kernel`` applied to x, or ``reference(x)`` where the kernel cannot serve the call."""
     if _transformed(x) or (kernel.accepts is not None and not kernel.accepts(x, *params)):
         return reference(x)
     if not _needs_grad(x, params):  # inference: no mask to write, no graph to record
