@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from relulab.zoo_table import replace_table
+from zoo_table import replace_table  # beside this script
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

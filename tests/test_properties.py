@@ -1,5 +1,5 @@
 """Property tests: the registry's claims (monotonic, bounded below, piecewise linear, C¹,
-trainable) checked numerically, and mathematical identities checked with hypothesis."""
+flat region, trainable) checked numerically, and mathematical identities checked with hypothesis."""
 
 from __future__ import annotations
 
@@ -98,6 +98,20 @@ def test_declared_smoothness_is_true(name):
     ]
     claimed = relulab.activation_info(name).smooth
     assert (max(jumps) < 1e-4) == claimed, f"smooth={claimed}, derivative jumps {max(jumps)}"
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_declared_flat_region_is_true(name):
+    """f' is exactly 0 on an interval (dead units are possible) where the registry says so.
+    On [−6, 6] in float64 no smooth tail has underflowed yet (GoLU's gate is 1e-175 at −6)."""
+    x = DENSE[(DENSE >= -6) & (DENSE <= 6)]
+    zero = (_derivative(name, x) == 0).to(torch.int64)
+    longest, run = 0, 0
+    for z in zero.tolist():
+        run = run + 1 if z else 0
+        longest = max(longest, run)
+    claimed = relulab.activation_info(name).flat_region
+    assert (longest >= 10) == claimed, f"flat_region={claimed}, {longest} zeros in a row"
 
 
 @pytest.mark.parametrize("name", relulab.list_activations())

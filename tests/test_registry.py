@@ -220,6 +220,25 @@ def test_modules_and_classes_pass_through():
         relulab.get_activation(3.0)
 
 
+def _runs_fused_kernel(module: nn.Module) -> bool:
+    x = torch.linspace(-2, 2, 5, requires_grad=True)
+    return "Fused" in type(module(x).grad_fn).__name__
+
+
+def test_fused_is_honoured_for_classes_and_instances():
+    assert not _runs_fused_kernel(relulab.get_activation(relulab.GELU, fused=False))
+    assert _runs_fused_kernel(relulab.get_activation(relulab.GELU))
+    mine = relulab.GoLU(trainable=True)
+    reference = relulab.get_activation(mine, fused=False)
+    assert not _runs_fused_kernel(reference) and _runs_fused_kernel(mine)  # caller's is kept
+    assert reference.shift is mine.shift  # the same parameters, not a copy of them
+    assert relulab.get_activation(mine) is mine and relulab.get_activation(mine, fused=True) is mine
+    assert relulab.get_activation(reference, fused=True) is not reference
+    assert _runs_fused_kernel(relulab.get_activation(reference, fused=True))
+    native = nn.ReLU()
+    assert relulab.get_activation(native, fused=False) is native  # torch's has no fused path
+
+
 def _round_trip_cases():
     for name in relulab.list_activations():
         yield name, {"num_features": 4} if name == "smartmixed" else {}
