@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ import pytest
 
 import relulab
 from relulab.cli import main
+from relulab.cli import plot as plot_command
+from relulab.cli import show as show_command
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -46,9 +49,20 @@ def test_list_json(capsys):
     assert golu["properties"]["smooth"] is True
 
 
-def test_list_without_matches_says_so(capsys):
-    code, _, err = run(capsys, "list", "zzz*")
-    assert code == 1 and err.strip() == "no activation matches 'zzz*'"
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["list", "zzz*"], "relulab list: error: no activation matches 'zzz*'"),
+        (["list", "zzz*", "--json"], "relulab list: error: no activation matches 'zzz*'"),
+        (
+            ["list", "mihs"],
+            "relulab list: error: no activation matches 'mihs'; did you mean 'mish'?",
+        ),
+    ],
+)
+def test_list_without_matches_is_a_user_error(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.strip() == message
 
 
 def test_show_prints_formula_paper_properties_and_values(capsys):
@@ -92,7 +106,11 @@ def test_show_explains_required_arguments(capsys):
         (["plot", "relu", "--range", "2", "1"], "x range must be finite and increasing"),
         (["lsit"], "relulab: error: unknown command 'lsit'; did you mean 'list'?"),
         (["list", "--bogus"], "unrecognized arguments: --bogus"),
-        (["plot", "relu", "-o", "/nonexistent-dir/x.png"], "relulab plot: error:"),
+        (
+            ["plot", "relu", "-o", "/nonexistent-dir/x.png"],
+            "relulab plot: error: cannot write /nonexistent-dir/x.png: No such file or directory",
+        ),
+        (["plot", "relu", "-o", ""], "relulab plot: error: -o/--output must name a file, got ''"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(capsys, argv, message):
@@ -116,6 +134,48 @@ def test_plot_writes_a_png_with_one_panel_or_two(capsys, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     width = int.from_bytes(single.read_bytes()[16:20], "big")
     assert int.from_bytes(double.read_bytes()[16:20], "big") == 2 * width
+
+
+def _raise(error: BaseException):
+    def failing(*args, **kwargs):
+        raise error
+
+    return failing
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ZeroDivisionError("division by zero"),
+        ValueError("a plain ValueError is a bug, not bad input"),
+        KeyError("relu"),
+        FileNotFoundError(2, "No such file or directory", "/site-packages/relulab/table.json"),
+        BrokenPipeError(32, "Broken pipe"),  # not stdout's: a worker's pipe, say
+    ],
+    ids=type,
+)
+def test_a_bug_prints_its_traceback_and_exits_1(capsys, monkeypatch, error):
+    monkeypatch.setattr(show_command, "run", _raise(error))
+    code, _, err = run(capsys, "show", "relu")
+    assert code == 1
+    assert err.startswith("Traceback (most recent call last):")
+    assert f"{type(error).__name__}: {error}" in err
+    assert "relulab show: error:" not in err and "internal error (a bug in relulab" in err
+
+
+def test_an_os_error_about_another_file_than_the_output_is_a_bug(capsys, monkeypatch, tmp_path):
+    """Only the user's own -o path becomes a one-line error; a font cache, say, does not."""
+    font = FileNotFoundError(2, "No such file or directory", "/usr/share/fonts/DejaVuSans.ttf")
+    monkeypatch.setattr(plot_command, "plot_activations", _raise(font))
+    code, _, err = run(capsys, "plot", "relu", "-o", str(tmp_path / "x.png"))
+    assert code == 1 and "Traceback" in err and "DejaVuSans.ttf" in err
+
+
+def test_an_unwritable_output_file_is_one_line(capsys, tmp_path):
+    (tmp_path / "zoo.png").mkdir()  # the file the plot would be written to is a directory
+    code, _, err = run(capsys, "plot", "relu", "-o", str(tmp_path / "zoo"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"relulab plot: error: cannot write {tmp_path / 'zoo.png'}: ")
 
 
 def test_plot_without_matplotlib_names_the_extra(capsys, monkeypatch, tmp_path):
@@ -168,6 +228,19 @@ def test_valid_specs_that_cannot_be_sampled_fail_in_one_line(capsys, argv, messa
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly():
+    """`relulab list | head -1`: exit status 141 (SIGPIPE's), and nothing on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before relulab writes, so its first write fails
+    try:
+        result = subprocess.run(
+            ["relulab", "list", "--json"], stdout=write_end, stderr=subprocess.PIPE, check=False
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == b""
 
 
 def test_plot_names_the_file_it_really_wrote(capsys, tmp_path):

@@ -4,6 +4,7 @@ calls: outputs equal a hand-built model with the new activation; report right; i
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import relulab
+from relulab.errors import UserError
 from relulab.sites import module_sites
 
 
@@ -258,6 +260,12 @@ def test_bad_requests_fail_before_the_model_is_touched(resnet, old, new, message
     assert all(type(s.module) is nn.ReLU for s in module_sites(resnet))
 
 
+@pytest.mark.parametrize("model", [F.relu, None, {"act": nn.ReLU()}])
+def test_a_model_that_is_not_a_module_is_a_user_error(model):
+    with pytest.raises(UserError, match=r"model must be an nn\.Module, got"):
+        relulab.replace_activations(model, "relu", "gelu")
+
+
 def test_identity_placeholders_are_not_activations():
     class Block(nn.Module):
         def __init__(self):
@@ -382,3 +390,64 @@ def test_models_with_velu_copy_after_a_training_step():
 def test_an_activation_model_replaced_whole_is_not_traced():
     new, report = relulab.replace_activations(nn.ReLU(), "relu", "gelu")
     assert isinstance(new, relulab.GELU) and report.trace_error is None
+
+
+class MyCustomAct(nn.Module):
+    """An activation relulab does not know (no recognised call inside either)."""
+
+    def forward(self, x):
+        return x * (x > 0)
+
+
+class Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.acts = nn.Sequential(nn.ReLU(), nn.ReLU(), nn.ReLU())
+        self.custom = MyCustomAct()
+
+    def forward(self, x):
+        return F.gelu(self.custom(self.acts(self.fc(x))))
+
+
+@pytest.mark.parametrize(
+    ("old", "described"),
+    [(MyCustomAct, "MyCustomAct"), ("mish", "'mish'"), (["selu", "elu"], "['selu', 'elu']")],
+)
+def test_matching_nothing_warns_and_says_what_the_model_has(old, described):
+    model = Mixed()
+    x = torch.randn(3, 4)
+    with pytest.warns(UserWarning) as caught:
+        new, report = relulab.replace_activations(model, old, "golu")
+    (warning,) = caught
+    assert str(warning.message).startswith(
+        f"no activation site matched {described}; the model has: relu ×3 (modules), gelu ×1 (call)"
+    )
+    assert warning.filename == __file__  # points at the caller, not at relulab
+    assert len(report) == 0
+    torch.testing.assert_close(new(x), F.gelu(F.relu(model.fc(x))), rtol=0, atol=0)
+
+
+def test_an_unrecognised_class_is_named_as_such_in_the_warning():
+    with pytest.warns(UserWarning, match=r"MyCustomAct is not an activation relulab recognises"):
+        relulab.replace_activations(Mixed(), MyCustomAct, "golu")
+
+
+def test_the_warning_says_when_calls_were_not_examined():
+    with pytest.warns(UserWarning, match=r"relu ×3 \(modules\); functional calls were not"):
+        relulab.replace_activations(Mixed(), "gelu", "golu", functional=False)
+    with pytest.warns(UserWarning, match="functional calls were not examined: TraceError"):
+        relulab.replace_activations(Branchy(), "gelu", "golu")
+
+
+def test_a_model_without_activations_warns_too():
+    with pytest.warns(UserWarning, match="the model has no activation site relulab recognises"):
+        relulab.replace_activations(nn.Linear(2, 2), "relu", "golu")
+
+
+@pytest.mark.parametrize("old", ["relu", nn.ReLU, ["relu", "mish"], "gelu"])
+def test_a_matching_replacement_does_not_warn(old):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, report = relulab.replace_activations(Mixed(), old, "golu")
+    assert len(report) > 0

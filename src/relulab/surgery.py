@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -103,11 +105,13 @@ def _describe(module: nn.Module) -> str:
 
 
 def _replace_modules(
-    model: nn.Module, match: Callable, build: Callable, report: SurgeryReport
+    model: nn.Module, match: Callable, build: Callable, report: SurgeryReport, seen: list
 ) -> tuple[nn.Module, dict[int, nn.Module]]:
     """Swap matching activation modules; returns the model and the modules put in."""
     built: dict[int, nn.Module] = {}  # a module shared by several parents stays shared
-    for site in site_finder.module_sites(model):
+    sites = site_finder.module_sites(model)
+    seen.extend(sites)
+    for site in sites:
         if not match(site):
             continue
         if id(site.module) not in built:
@@ -126,7 +130,12 @@ def _replace_modules(
 
 
 def _replace_calls(
-    model: nn.Module, match: Callable, build: Callable, report: SurgeryReport, inserted: set[int]
+    model: nn.Module,
+    match: Callable,
+    build: Callable,
+    report: SurgeryReport,
+    inserted: set[int],
+    seen: list,
 ) -> nn.Module:
     try:
         graph_module = site_finder.trace(model, leaves=inserted)
@@ -134,7 +143,9 @@ def _replace_calls(
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         report.trace_error = f"{type(error).__name__}: {first_line}"
         return model
-    sites = [s for s in site_finder.call_sites(graph_module) if match(s)]
+    found = site_finder.call_sites(graph_module)
+    seen.extend(found)
+    sites = [s for s in found if match(s)]
     for site in [s for s in sites if s.dynamic]:
         report.skipped.append(
             (site.path, f"{site.activation} with an argument computed at run time")
@@ -163,6 +174,64 @@ def _replace_calls(
     return graph_module
 
 
+def _describe_old(old: OldSpec) -> str:
+    if isinstance(old, type):
+        return old.__name__
+    if isinstance(old, str):
+        return repr(old)
+    if callable(old):
+        return f"the predicate {getattr(old, '__name__', repr(old))}"
+    return repr(list(old))
+
+
+def _inventory(sites: list[ActivationSite]) -> str:
+    """'relu ×3 (modules), gelu ×2 (1 module, 1 call)': what a model's sites apply."""
+    kinds: dict[str, Counter] = {}
+    for site in sites:
+        kinds.setdefault(site.activation, Counter())[site.kind] += 1
+    parts = []
+    for name, counts in kinds.items():
+        total = sum(counts.values())
+        if len(counts) == 1:
+            ((kind, _),) = counts.items()
+            where = kind if total == 1 else f"{kind}s"
+        else:
+            where = ", ".join(
+                f"{counts[k]} {k}" + ("s" if counts[k] > 1 else "") for k in ("module", "call")
+            )
+        parts.append(f"{name} ×{total} ({where})")
+    return ", ".join(parts)
+
+
+def _warn_no_match(
+    model: nn.Module,
+    old: OldSpec,
+    seen: list[ActivationSite],
+    report: SurgeryReport,
+    functional: bool,
+) -> None:
+    # Zero replacements is almost always a wrong `old` (a custom class, a name the model does
+    # not use); a silent "0 replaced" would leave the user training the model they started with.
+    found = _inventory(seen)
+    message = f"no activation site matched {_describe_old(old)}; " + (
+        f"the model has: {found}"
+        if found
+        else "the model has no activation site relulab recognises"
+    )
+    if isinstance(old, type) and site_finder.activation_name_of_class(old) is None:
+        instances = sum(isinstance(m, old) for m in model.modules())
+        if instances:
+            message += (
+                f" ({old.__name__} is not an activation relulab recognises, so its "
+                f"{instances} instance(s) are not activation sites)"
+            )
+    if not functional:
+        message += "; functional calls were not examined (functional=False)"
+    elif report.trace_error:
+        message += f"; functional calls were not examined: {report.trace_error}"
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
 def replace_activations(
     model: nn.Module,
     old: OldSpec,
@@ -182,6 +251,8 @@ def replace_activations(
     so with ``inplace=True`` the given model gets its modules swapped but keeps its calls).
     A model that fx cannot trace keeps its calls, and the report says why. The modules just
     put in are never traced into, so a replacement that itself calls ``F.relu`` is safe.
+    If ``old`` matches no site at all, a ``UserWarning`` says which activations the model
+    does apply (e.g. ``relu ×3 (modules), gelu ×1 (call)``).
 
     Args:
         model: the network.
@@ -204,11 +275,16 @@ def replace_activations(
         >>> new_net[1], len(report)
         (GoLU(scale=1.0, shift=1.0, growth=1.0, trainable=False), 1)
     """
+    if not isinstance(model, nn.Module):  # else an AttributeError deep inside, like a bug
+        raise UserError(f"model must be an nn.Module, got {type(model).__name__}")
     match, build = _matcher(old), _factory(new)
     target = model if inplace else copy.deepcopy(model)
     report = SurgeryReport()
-    target, built = _replace_modules(target, match, build, report)
+    seen: list[ActivationSite] = []  # every site examined, matched or not
+    target, built = _replace_modules(target, match, build, report, seen)
     inserted = {id(module) for module in built.values()}
     if functional and id(target) not in inserted:  # a model that is itself an activation: done
-        target = _replace_calls(target, match, build, report, inserted)
+        target = _replace_calls(target, match, build, report, inserted, seen)
+    if not report.replaced and not report.skipped:
+        _warn_no_match(model, old, seen, report, functional)
     return target, report

@@ -1,25 +1,34 @@
 """The ``relulab`` command line: a thin layer that adds printing, files and exit codes.
 
 Subcommands live one per module; each exposes ``add_parser(subparsers)`` and ``run(args)``.
-Errors caused by the user's input are printed as one line and exit with status 2.
+A :class:`~relulab.errors.UserError` (bad name, value or file) or a missing optional
+dependency prints one line and exits with status 2. Any other exception is a bug in relulab:
+its traceback is printed and the status is 1, so that a bug never passes for a usage error.
+A reader that closes the pipe early (``relulab list | head``) ends the command quietly (141).
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import platform
 import re
+import select
 import sys
+import traceback
 from collections.abc import Sequence
 
 import torch
 
 import relulab
 from relulab.cli import bench, listing, plot, show, speed
+from relulab.errors import UserError
 from relulab.optional import MissingDependencyError
 
+EXIT_BUG = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE, like other Unix tools in a pipeline
 COMMANDS = (bench, listing, show, plot, speed)
 
 
@@ -56,6 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_bug(command: str) -> int:
+    """Print the exception being handled with its traceback: what is needed to fix it."""
+    traceback.print_exc()
+    print(
+        f"relulab {command}: internal error (a bug in relulab {relulab.__version__}); "
+        "please report it with the traceback above",
+        file=sys.stderr,
+    )
+    return EXIT_BUG
+
+
+def _reader_left() -> bool:
+    """stdout is a pipe whose reading end is closed (poll flags it as an error)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows); stdout not a real file
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -63,11 +93,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.run(args)
-    except (ValueError, MissingDependencyError, OSError) as error:
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at interpreter exit
+        return code
+    except BrokenPipeError:
+        if not _reader_left():  # some other pipe (a worker's, say)
+            return _report_bug(args.command)
+        # `relulab list | head -3`: neither a mistake nor a bug. Point stdout at /dev/null
+        # so that the flush at interpreter exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except (UserError, MissingDependencyError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"relulab {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("relulab: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # anything else is relulab's fault
+        return _report_bug(args.command)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from relulab.cli.output import format_table, mark, print_json, shorten
-from relulab.registry import activation_info, list_activations
+from relulab.errors import UserError
+from relulab.registry import activation_info, did_you_mean, list_activations
 
 
 def add_parser(subparsers) -> None:
@@ -24,12 +24,15 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     names = list_activations(args.pattern)
+    if not names:  # exit status 1 is kept for bugs, so an empty answer is the user's error
+        hint = (
+            ""
+            if any(c in args.pattern for c in "*?[")
+            else did_you_mean(args.pattern.lower(), list_activations())
+        )
+        raise UserError(f"no activation matches {args.pattern!r}{hint}")
     if args.json:
         print_json([activation_info(n).to_dict() for n in names])
-    if not names:
-        print(f"no activation matches {args.pattern!r}", file=sys.stderr)
-        return 1
-    if args.json:
         return 0
     rows = []
     for name in names:

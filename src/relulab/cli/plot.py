@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
+from relulab.errors import UserError
 from relulab.plot import plot_activations
 
 
@@ -27,10 +30,27 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def _is_output(error: OSError, output: Path) -> bool:
+    """The error is about the file the user asked for (to which '.png' may have been added)."""
+    if error.filename is None:
+        return False
+    failed = Path(os.fsdecode(error.filename))
+    return failed.parent == output.parent and failed.name.startswith(output.name)
+
+
 def run(args: argparse.Namespace) -> int:
-    path = plot_activations(
-        args.names, args.output, derivative=args.derivative, x_range=tuple(args.range)
-    )
+    output = Path(args.output)
+    if not output.name:  # '', '.', '/': a directory, not a file
+        raise UserError(f"-o/--output must name a file, got {args.output!r}")
+    try:
+        path = plot_activations(
+            args.names, output, derivative=args.derivative, x_range=tuple(args.range)
+        )
+    except OSError as error:
+        # Only the user's own path is their mistake; any other OSError stays a bug report.
+        if not _is_output(error, output):
+            raise
+        raise UserError(f"cannot write {error.filename}: {error.strerror or error}") from None
     extra = ", with derivatives" if args.derivative else ""
     print(f"wrote {path} ({len(args.names)} activation(s){extra})")
     return 0
