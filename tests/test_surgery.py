@@ -451,3 +451,15 @@ def test_a_matching_replacement_does_not_warn(old):
         warnings.simplefilter("error")
         _, report = relulab.replace_activations(Mixed(), old, "golu")
     assert len(report) > 0
+
+
+def test_a_users_subclass_matches_its_own_instances_only():
+    class MyReLU(nn.ReLU):
+        pass
+
+    model = nn.Sequential(nn.Linear(2, 2), MyReLU(), nn.Linear(2, 2), nn.ReLU())
+    replaced, report = relulab.replace_activations(model, MyReLU, "gelu")
+    assert [r.path for r in report.replaced] == ["1"]
+    assert isinstance(replaced[1], relulab.GELU) and type(replaced[3]) is nn.ReLU
+    _, by_torch_class = relulab.replace_activations(model, nn.ReLU, "gelu")
+    assert sorted(r.path for r in by_torch_class.replaced) == ["1", "3"]  # all of relu

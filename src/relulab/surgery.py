@@ -13,7 +13,7 @@ from torch import nn
 from relulab import sites as site_finder
 from relulab.activations.base import Activation
 from relulab.errors import UserError
-from relulab.registry import get_activation, list_activations, resolve_name
+from relulab.registry import activation_info, get_activation, list_activations, resolve_name
 from relulab.sites import ActivationSite
 
 OldSpec = str | Sequence[str] | type[nn.Module] | Callable[[ActivationSite], bool]
@@ -54,6 +54,13 @@ class SurgeryReport:
         return "\n".join(lines)
 
 
+def _stands_for_its_activation(cls: type, name: str) -> bool:
+    """``cls`` is the registered class or torch's own for ``name``, not a user's subclass
+    (whose instances alone a user who names it means)."""
+    info = activation_info(name)
+    return cls is info.module or (info.torch is not None and cls is info.torch.module)
+
+
 def _matcher(old: OldSpec) -> Callable[[ActivationSite], bool]:
     if isinstance(old, str):
         if any(c in old for c in "*?["):
@@ -65,9 +72,9 @@ def _matcher(old: OldSpec) -> Callable[[ActivationSite], bool]:
         return lambda site: site.activation in names
     if isinstance(old, type):
         name = site_finder.activation_name_of_class(old)
-        if name is not None:  # nn.ReLU, relulab.ReLU and F.relu are all "relu"
-            return lambda site: site.activation == name
-        return lambda site: isinstance(site.module, old)
+        if name is not None and _stands_for_its_activation(old, name):
+            return lambda site: site.activation == name  # nn.ReLU, relulab.ReLU, F.relu
+        return lambda site: isinstance(site.module, old)  # the user's subclass: only its own
     if isinstance(old, Sequence) and all(isinstance(o, str) for o in old):
         names = {resolve_name(o) for o in old}
         return lambda site: site.activation in names
