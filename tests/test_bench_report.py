@@ -150,3 +150,31 @@ def test_another_baseline_can_be_chosen_when_re_rendering(run, tmp_path, capsys)
     assert {r["baseline"] for r in read_summary(copy).values()} == {"gelu"}
     assert main(["report", str(copy), "--baseline", "golu"]) == 2
     assert "baseline 'golu' is not among the run's activations" in capsys.readouterr().err
+
+
+def test_dead_units_are_n_a_where_they_do_not_apply_and_a_mean_elsewhere(run, tmp_path):
+    """A layer's dead_fraction None (an activation with no zero-derivative region) shows as
+    n/a in summary.csv and report.md, never as 0; the others are the mean over trials of the
+    mean over layers, recomputed from the trial files."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    for path in copy.glob("trials/digits-mish-*/result.json"):  # as if mish could not die
+        result = json.loads(path.read_text())
+        for layer in result["layers"]:
+            layer["dead_fraction"] = None
+        path.write_text(json.dumps(result))
+    assert main(["report", str(copy)]) == 0
+    rows = read_summary(copy)
+    assert rows[("digits", "mish")]["dead_fraction_mean"] == "n/a"
+    section = (copy / "report.md").read_text().split("## digits")[1].split("\n## ")[0]
+    line = next(x for x in section.splitlines() if "| mish |" in x)
+    assert line.split("|")[10].strip() == "n/a"  # the dead % column
+    for act in ("relu", "smelu"):
+        per_trial = [
+            np.mean([layer["dead_fraction"] for layer in json.loads(p.read_text())["layers"]])
+            for p in copy.glob(f"trials/digits-{act}-s*/result.json")
+        ]
+        assert len(per_trial) == 3
+        assert number(rows[("digits", act)]["dead_fraction_mean"]) == pytest.approx(
+            np.mean(per_trial), abs=1e-15
+        )

@@ -265,3 +265,163 @@ def test_a_run_in_progress_is_not_run_twice(tmp_path, capsys):
     with rundir.exclusive(run):
         assert main(["bench", "--resume", str(run), "--quiet"]) == 2
     assert "is being run by another process" in capsys.readouterr().err
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from relulab.bench import rundir
+with rundir.exclusive(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def test_a_refused_resume_leaves_a_live_runs_temporary_files(tmp_path, capsys):
+    """Another process holds the run's lock and is writing a trial: the resume is refused
+    and deletes nothing; once the holder has gone, the same file is a leftover and goes."""
+    _, run = bench(tmp_path)
+    (run / "trials" / "spirals-gelu-s1" / "result.json").unlink()  # a trial still to run
+    live = run / "trials" / "spirals-gelu-s1" / ".metrics.jsonl.x1y2z3.tmp"
+    live.write_text("being written\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["bench", "--resume", str(run), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("is being run by another process") and "\n" not in err
+        assert live.read_text() == "being written\n"
+        assert not (run / "trials" / "spirals-gelu-s1" / "result.json").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert main(["bench", "--resume", str(run), "--quiet"]) == 0
+    assert not live.exists() and (run / "trials" / "spirals-gelu-s1" / "result.json").is_file()
+
+
+def test_relulab_bench_imports_without_fcntl():
+    """fcntl exists on POSIX only; relulab.bench must import where it does not (Windows)."""
+    code = "import sys; sys.modules['fcntl'] = None; import relulab.bench.runner, relulab.cli.bench"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _pretend_code(monkeypatch, commit: str | None, source: str) -> None:
+    monkeypatch.setattr(rundir, "git_revision", lambda: {"commit": commit, "dirty": False})
+    monkeypatch.setattr(rundir, "source_digest", lambda: {"sha256": source, "files": 1})
+
+
+def _unfinish_one(run: Path) -> None:
+    (run / "trials" / "spirals-relu-s1" / "result.json").unlink()
+
+
+def test_resume_with_the_same_code_is_recorded_as_not_forced(tmp_path, monkeypatch):
+    _pretend_code(monkeypatch, "a" * 40, "1" * 64)
+    _, run = bench(tmp_path)
+    _unfinish_one(run)
+    assert main(["bench", "--resume", str(run), "--quiet"]) == 0
+    (resume,) = json.loads((run / "config.json").read_text())["resumes"]
+    assert resume["forced"] is False and resume["differences"] == []
+    assert "--force" not in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("started", "now", "difference"),
+    [
+        (("a" * 40, "1" * 64), ("b" * 40, "1" * 64), "git commit aaaaaaaaaaaa → bbbbbbbbbbbb"),
+        ((None, "1" * 64), (None, "2" * 64), "source sha256 111111111111 → 222222222222"),
+        (("a" * 40, "1" * 64), ("a" * 40, "2" * 64), "source sha256 111111111111 → 222222222222"),
+    ],
+    ids=["other commit", "no git, other source", "same commit, uncommitted edits"],
+)
+def test_resume_across_code_changes_needs_force(
+    tmp_path, monkeypatch, capsys, started, now, difference
+):
+    _pretend_code(monkeypatch, *started)
+    _, run = bench(tmp_path)
+    _unfinish_one(run)
+    _pretend_code(monkeypatch, *now)
+    assert main(["bench", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert difference in err and "pass --force to resume" in err and "\n" not in err
+    assert not (run / "trials" / "spirals-relu-s1" / "result.json").exists()
+
+    assert main(["bench", "--resume", str(run), "--force", "--quiet"]) == 0
+    assert (run / "trials" / "spirals-relu-s1" / "result.json").is_file()
+    (resume,) = json.loads((run / "config.json").read_text())["resumes"]
+    assert resume["forced"] is True and resume["differences"] == [difference]
+    assert resume["source"]["sha256"] == now[1]
+    assert (
+        f"Resumed with --force across code changes: {resume['resumed']} ({difference})"
+        in (run / "report.md").read_text()
+    )
+
+
+def test_force_without_resume_is_a_usage_error(tmp_path, capsys):
+    assert main(["bench", *SMALL, "--out", str(tmp_path), "--force", "--quiet"]) == 2
+    assert "--force applies to --resume DIR only" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_source_digest_identifies_the_python_files_by_path_and_content(tmp_path):
+    def tree(root: Path, files: dict[str, str]) -> Path:
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        return root
+
+    base = {"a.py": "x = 1\n", "sub/b.py": "y = 2\n", "notes.txt": "hello\n"}
+    digest = rundir.source_digest(tree(tmp_path / "one", base))["sha256"]
+    assert rundir.source_digest(tree(tmp_path / "two", base))["sha256"] == digest  # same tree
+    for changed in (
+        {**base, "a.py": "x = 2\n"},  # an edit
+        {"b.py": "x = 1\n", "sub/b.py": "y = 2\n"},  # a rename
+        {**base, "sub/c.py": ""},  # a new, empty file
+        {"a.py": "x = 1\nsub/b.py", "sub/b.py": "\ny = 2\n"},  # bytes moved across files
+    ):
+        assert (
+            rundir.source_digest(tree(tmp_path / str(len(list(tmp_path.iterdir()))), changed))[
+                "sha256"
+            ]
+            != digest
+        ), changed
+    assert (
+        rundir.source_digest(tree(tmp_path / "txt", {**base, "notes.txt": "bye"}))["sha256"]
+        == digest
+    )  # not Python
+
+
+def test_user_mistakes_in_files_raise_user_error(tmp_path, monkeypatch, capsys):
+    """Each is the one exception type for user mistakes, printed as one line with exit 2."""
+    from relulab.bench import runner
+    from relulab.errors import UserError
+
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with pytest.raises(UserError, match="cannot create a run directory in"):
+        runner.start_run(runner.BenchConfig(tasks=["spirals"], activations=["relu"]),
+                         not_a_directory)  # fmt: skip
+    assert main(["bench", *SMALL, "--out", str(not_a_directory), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot create a run directory in" in err and "\n" not in err
+
+    data = tmp_path / "t.csv"
+    data.write_text("a,kind\n1,x\n2,y\n3,x\n4,y\n")
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(runner, "open", unreadable, raising=False)
+    with pytest.raises(UserError, match=f"cannot read {data}: Permission denied"):
+        runner.BenchConfig(tasks=["csv"], data=str(data), target="kind").resolved()
+    monkeypatch.undo()
+    assert main(["bench", "--data", str(tmp_path / "none.csv"), "--target", "kind",
+                 "--out", str(tmp_path / "runs"), "--quiet"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"cannot read {tmp_path / 'none.csv'}: no such file")
+    with pytest.raises(UserError, match="is not a relulab run directory"):
+        runner.resume_run(tmp_path)
+    assert not (tmp_path / ".lock").exists()

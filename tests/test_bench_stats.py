@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -73,14 +74,38 @@ def test_expected_calibration_error_worked_example():
     )
 
 
-def test_ece_puts_a_confidence_on_a_bin_edge_in_the_lower_bin():
-    # With 4 bins, confidence 0.5 is the upper edge of bin [0.25, 0.5]; 0.75 of [0.5, 0.75].
-    probabilities = np.array([[0.5, 0.5], [0.75, 0.25]])
-    labels = np.array([1, 0])  # the first is wrong (argmax picks class 0), the second right
-    # bins: {0.5} wrong → |0 − 0.5|, {0.75} right → |1 − 0.75|; each holds half the examples
-    assert stats.expected_calibration_error(probabilities, labels, bins=4) == pytest.approx(
-        0.5 * 0.5 + 0.5 * 0.25
-    )
+def ece_by_definition(confidences: list[float], correct: list[bool], bins: int) -> float:
+    """ECE from its definition with exact fractions: bin b covers (b/B, (b+1)/B], bin 0 also
+    holds 0; Σ_b (|b|/N)·|accuracy(b) − mean confidence(b)|."""
+    members: dict[int, list[int]] = {}
+    for i, c in enumerate(confidences):
+        exact = Fraction(c)
+        b = max(0, math.ceil(exact * bins) - 1)  # an upper edge belongs to the lower bin
+        members.setdefault(b, []).append(i)
+    total = Fraction(0)
+    for indices in members.values():
+        accuracy = Fraction(sum(correct[i] for i in indices), len(indices))
+        confidence = sum(Fraction(confidences[i]) for i in indices) / len(indices)
+        total += Fraction(len(indices), len(confidences)) * abs(accuracy - confidence)
+    return float(total)
+
+
+def test_ece_bins_points_on_edges_into_the_lower_bin_with_several_points_per_bin():
+    """Four classes, 4 bins: several points per bin, five of them exactly on an edge (0.5,
+    0.75, 1.0). Moving an edge point to the upper bin changes the answer, because a bin's
+    error is |Σ(correct − confidence)|, not a sum of per-point errors."""
+    confidences = [0.3, 0.45, 0.5, 0.5, 0.6, 0.7, 0.75, 0.75, 0.8, 0.9, 1.0, 0.95]
+    correct = [False, False, True, True, False, True, True, True, False, False, True, True]
+    probabilities = np.array([[c, *[(1 - c) / 3] * 3] for c in confidences])  # argmax: class 0
+    labels = np.where(correct, 0, 1)
+    expected = ece_by_definition(confidences, correct, bins=4)
+    upper = ece_by_definition([c - 1e-9 if c in (0.5, 0.75) else c for c in confidences],
+                              correct, bins=4)  # fmt: skip
+    lower_edge = ece_by_definition([c + 1e-9 if c in (0.5, 0.75) else c for c in confidences],
+                                   correct, bins=4)  # fmt: skip
+    assert expected == pytest.approx(upper) and abs(expected - lower_edge) > 0.01  # can fail
+    got = stats.expected_calibration_error(probabilities, labels, bins=4)
+    assert got == pytest.approx(expected, abs=1e-12)
 
 
 def test_paired_t_test_calls_equal_differences_untestable_whatever_the_rounding():

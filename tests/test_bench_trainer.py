@@ -10,9 +10,16 @@ import torch
 from torch import nn
 
 import relulab
+from relulab.bench import trainer
 from relulab.bench.models import MLP, paired_init
 from relulab.bench.tasks import Spirals, get_task
-from relulab.bench.trainer import TrialSpec, activation_statistics, run_trial, saved_bytes_per_step
+from relulab.bench.trainer import (
+    TrialSpec,
+    activation_for_width,
+    activation_statistics,
+    run_trial,
+    saved_bytes_per_step,
+)
 
 
 def spec(activation: str = "gelu", seed: int = 0, epochs: int = 3, **changes) -> TrialSpec:
@@ -175,6 +182,163 @@ def test_dead_units_and_sparsity_by_hand():
     assert record["layer"] == "1" and record["dead_fraction"] == 0.25
     # zeros: unit 0 on rows 2, 3; unit 1 on rows 1, 3; unit 2 on all three → 7 of 12
     assert record["sparsity"] == 7 / 12
+
+
+# The derivative that training uses, and where the output is exactly 0, written out by hand
+# (float64 numpy) for the oracle below: name -> (module, derivative(x) != 0, output(x) == 0).
+HAND = {
+    "relu": (lambda: relulab.get_activation("relu"), lambda x: x > 0, lambda x: x <= 0),
+    # HeLU: ReLU forward; its backward passes the gradient wherever x > -alpha (alpha = 0.05)
+    "helu": (lambda: relulab.get_activation("helu"), lambda x: x > -0.05, lambda x: x <= 0),
+    "hard_sigmoid": (
+        lambda: relulab.get_activation("hard_sigmoid"),
+        lambda x: np.abs(x) < 3,
+        lambda x: x <= -3,
+    ),
+    "smelu(beta=2)": (  # flat below -beta; (x + beta)²/4beta between; x above
+        lambda: relulab.get_activation("smelu", beta=2.0),
+        lambda x: x > -2,
+        lambda x: x <= -2,
+    ),
+    "leaky_relu(0)": (
+        lambda: relulab.get_activation("leaky_relu", negative_slope=0.0),
+        lambda x: x > 0,
+        lambda x: x <= 0,
+    ),
+    "torch ReLU6": (lambda: nn.ReLU6(), lambda x: (x > 0) & (x < 6), lambda x: x <= 0),
+}
+
+
+def _hand_built_layer() -> tuple[nn.Module, torch.Tensor, np.ndarray]:
+    """A Linear(1, 8) whose pre-activations on x = linspace(-1, 1, 11) are known: -5
+    everywhere; -0.03 everywhere (just below 0, within HeLU's alpha); -2.5..-0.5; -1..1;
+    4, 2, 7 and 8 everywhere (beyond or within the flat ends of ReLU6 and hard sigmoid)."""
+    layer = nn.Linear(1, 8)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.0], [0.0], [1.0], [1.0], [0.0], [0.0], [0.0], [0.0]]))
+        layer.bias.copy_(torch.tensor([-5.0, -0.03, -1.5, 0.0, 4.0, 2.0, 7.0, 8.0]))
+    x = torch.linspace(-1, 1, 11).unsqueeze(1)
+    pre = x.double().numpy() @ layer.weight.double().detach().numpy().T
+    return layer, x, pre + layer.bias.double().detach().numpy()
+
+
+@pytest.mark.parametrize("name", list(HAND))
+def test_dead_units_are_those_whose_derivative_is_zero_on_every_example(name):
+    """A brute-force oracle: the hand-written derivative at every (example, unit) from the
+    pre-activations computed in float64."""
+    make, alive, zero = HAND[name]
+    layer, x, pre = _hand_built_layer()
+    (record,) = activation_statistics(nn.Sequential(layer, make()), x)
+    dead = ~alive(pre).any(axis=0)
+    assert record["dead_fraction"] == pytest.approx(dead.mean(), abs=1e-15)
+    assert record["sparsity"] == pytest.approx(zero(pre).mean(), abs=1e-15)
+
+
+def test_a_relu_dead_unit_is_alive_under_helus_hysteresis():
+    """The unit at -0.03 never has a positive pre-activation (dead by a sign test) but HeLU's
+    backward still passes its gradient: 2 of 8 dead under HeLU, 3 of 8 under ReLU."""
+    layer, x, _ = _hand_built_layer()
+    (helu,) = activation_statistics(nn.Sequential(layer, relulab.get_activation("helu")), x)
+    (relu,) = activation_statistics(nn.Sequential(layer, relulab.get_activation("relu")), x)
+    assert helu["dead_fraction"] == 2 / 8 and relu["dead_fraction"] == 3 / 8
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: relulab.get_activation("leaky_relu", negative_slope=0.2),
+        lambda: nn.GELU(),
+        lambda: nn.Tanh(),
+        lambda: nn.SiLU(),
+    ],
+    ids=["leaky_relu(0.2)", "torch GELU", "torch Tanh", "torch SiLU"],
+)
+def test_activations_without_a_zero_derivative_region_have_no_dead_fraction(make):
+    """None (n/a), not 0.0, even where the pre-activations are far out (-5, 8): no unit
+    of such an activation can die by a zero derivative. These are all decided numerically."""
+    layer, x, _ = _hand_built_layer()
+    (record,) = activation_statistics(nn.Sequential(layer, make()), x)
+    assert record["dead_fraction"] is None
+
+
+def test_a_module_shared_by_two_layers_is_counted_once_per_call():
+    """One in-place ReLU object applied after two Linear layers: one record per call, each
+    equal to a brute-force count on that layer's own pre-activations."""
+    shared = nn.ReLU(inplace=True)
+    first, second = nn.Linear(2, 4), nn.Linear(4, 4)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]]))
+        first.bias.copy_(torch.tensor([0.0, 0.0, -1.0, 1.0]))
+        second.weight.copy_(torch.eye(4))
+        second.bias.copy_(torch.tensor([-100.0, -100.0, 0.5, 0.0]))
+    model = nn.Sequential(first, shared, second, shared)
+    x = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [-2.0, -2.0], [0.5, 0.25]])
+
+    pre_1 = x.double() @ first.weight.double().T + first.bias.double()
+    out_1 = pre_1.clamp(min=0)
+    pre_2 = out_1 @ second.weight.double().T + second.bias.double()
+    expected = [
+        {
+            "layer": f"1#{k}",
+            "dead_fraction": float((~(pre > 0).any(0)).double().mean()),
+            "sparsity": float((pre.clamp(min=0) == 0).double().mean()),
+        }
+        for k, pre in ((1, pre_1), (2, pre_2))
+    ]
+    assert expected[0]["dead_fraction"] != expected[1]["dead_fraction"]  # the test can tell
+    assert activation_statistics(model, x) == expected
+
+
+def test_dead_channels_pool_every_example_and_position():
+    """Conv1d channels (dim 1): a channel that is positive at a single (example, position)
+    of the input is alive; one that is never positive is dead."""
+    conv = nn.Conv1d(1, 3, kernel_size=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[1.0]], [[-1.0]], [[0.0]]]))
+        conv.bias.copy_(torch.tensor([0.0, -10.0, 0.0]))
+    x = -torch.ones(2, 1, 5)
+    x[1, 0, 3] = 2.0  # the only positive pre-activation of channel 0
+    (record,) = activation_statistics(nn.Sequential(conv, nn.ReLU()), x)
+    pre = conv.weight.detach().reshape(1, 3, 1) * x + conv.bias.detach().reshape(1, 3, 1)
+    dead = ~(pre > 0).any(dim=2).any(dim=0)
+    assert dead.tolist() == [False, True, True]
+    assert record["dead_fraction"] == pytest.approx(float(dead.double().mean()))
+
+
+# Whether the derivative is exactly 0 on some interval, at default parameters (by hand).
+FLAT = {"relu", "relu6", "shifted_relu", "squared_relu", "hard_sigmoid", "hard_swish",
+        "hard_mish", "smelu", "helu"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [n for n in relulab.list_activations() if n != "smartmixed"])
+def test_the_numerical_flat_region_check_agrees_with_the_maths(name, monkeypatch):
+    """has_flat_region's float64 grid, forced for every registered activation at its
+    defaults, against the hand-made list. SmartMixed is left out: its answer depends on
+    which candidate each unit picked (tested below)."""
+    monkeypatch.setattr(trainer, "_registry_default", lambda module: None)
+    assert trainer.has_flat_region(activation_for_width(name, 4), 4, 2) == (name in FLAT)
+
+
+@pytest.mark.parametrize("name", sorted(relulab.list_activations()))
+def test_the_registry_flat_region_agrees_with_the_maths(name):
+    """The registry's answer, which has_flat_region gives for default arguments."""
+    info = relulab.activation_info(name)
+    if name == "smartmixed":  # ReLU is one of its candidates
+        assert info.flat_region
+    else:
+        assert info.flat_region == (name in FLAT)
+
+
+def test_smartmixed_has_a_flat_region_exactly_when_a_unit_uses_relu(monkeypatch):
+    monkeypatch.setattr(trainer, "_registry_default", lambda module: None)
+    module = relulab.get_activation("smartmixed", num_features=3)
+    candidates = list(relulab.functional.SMARTMIXED_CANDIDATES)
+    with torch.no_grad():
+        module.logits.zero_()
+        module.logits[:, candidates.index("tanh")] = 1.0
+        assert not trainer.has_flat_region(module, 3, 2)
+        module.logits[1, candidates.index("relu")] = 2.0
+        assert trainer.has_flat_region(module, 3, 2)
 
 
 def test_a_diverging_trial_is_recorded_not_raised():

@@ -65,9 +65,18 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _layer_mean(results: list[dict[str, Any]], key: str) -> float:
-    """Mean over trials of the mean over activation layers."""
-    return _mean([np.mean([layer[key] for layer in r["layers"]]) for r in results if r["layers"]])
+def _layer_mean(results: list[dict[str, Any]], key: str) -> float | None:
+    """Mean over trials of the mean over activation layers.
+
+    Layers that recorded None (not applicable: a dead-unit fraction of an activation that has
+    no zero-derivative region) are left out; None when every layer of every trial is one, as
+    opposed to NaN, which means there was nothing to average (no finished trial).
+    """
+    values = [[layer[key] for layer in r["layers"]] for r in results if r["layers"]]
+    measured = [[v for v in layers if v is not None] for layers in values]
+    if values and not any(measured):
+        return None
+    return _mean([float(np.mean(m)) for m in measured if m])
 
 
 def resolve_baseline(trials: Trials, baseline: str | None) -> str:
@@ -157,17 +166,28 @@ CSV_FIELDS = [
 ]  # fmt: skip
 
 
+# Columns that hold None where the measure does not apply (see _layer_mean).
+MAY_NOT_APPLY = ("dead_fraction_mean", "sparsity_mean")
+
+
+def _csv_cell(key: str, value: Any) -> Any:
+    if value is None and key in MAY_NOT_APPLY:
+        return "n/a"
+    return repr(value) if isinstance(value, float) else value
+
+
 def summary_csv(rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV: floats exactly (repr), NaN as ``nan``, not applicable as ``n/a``."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: _csv_cell(k, v) for k, v in row.items()})
     return buffer.getvalue()
 
 
-def _number(value: float, scale: float = 1.0, digits: int = 2, signed: bool = False) -> str:
-    if not math.isfinite(value):
+def _number(value: float | None, scale: float = 1.0, digits: int = 2, signed: bool = False) -> str:
+    if value is None or not math.isfinite(value):
         return "n/a"
     return f"{scale * value:{'+' if signed else ''}.{digits}f}"
 
@@ -276,10 +296,22 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
         + (" (uncommitted changes)" if config["git"].get("dirty") else "")
         + f". Platform: {config['platform']['system']}, {config['platform']['cpu_count']} CPUs.",
         "",
+    ]
+    forced = [r for r in config.get("resumes", []) if r.get("forced")]
+    if forced:
+        lines += [
+            "Resumed with --force across code changes: "
+            + "; ".join(f"{r['resumed']} ({', '.join(r['differences'])})" for r in forced)
+            + ". Trials from before and after may not be comparable.",
+            "",
+        ]
+    lines += [
         "Scores are on each task's fixed test split; the CI is a t-interval of the mean over "
         "seeds. PD top-1 is the fraction of test examples on which two seeds' models disagree "
-        "(mean over seed pairs). Dead units never have a positive pre-activation on the "
-        "training set. ms/epoch is training time, measured while other trials may run "
+        "(mean over seed pairs). A unit (channel) is dead when its activation's derivative, "
+        "as training's backward computes it, is 0 on every training example and position; "
+        "dead % is n/a for activations whose derivative is never 0 on an interval. "
+        "ms/epoch is training time, measured while other trials may run "
         "alongside; saved KiB/step is what autograd keeps for backward in one step, weights, "
         "inputs and targets excluded.",
     ]

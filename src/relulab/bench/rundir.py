@@ -3,7 +3,10 @@
 Layout::
 
     runs/<timestamp>-<name>/
-        config.json                      full config, versions, git hash, platform, trial list
+        config.json                      full config, versions, code identity (git commit and
+                                         a hash of relulab's source), platform, trial list,
+                                         and every resume of the run
+        .lock                            held by the process that runs the run
         trials/<task>-<act>-s<seed>/
             metrics.jsonl                one line per epoch
             predictions.npy              test-set class probabilities (float32)
@@ -11,13 +14,15 @@ Layout::
         summary.csv, report.md, *.png    rendered from the trials (relulab report DIR)
 
 Every file is written to a temporary name in its directory, flushed to disk and renamed into
-place, so a kill at any moment leaves either the old file, the new one, or none.
+place, so a kill at any moment leaves either the old file, the new one, or none. The lock is
+a :mod:`filelock` lock (``flock`` on POSIX, ``msvcrt.locking`` on Windows), released by the
+operating system when its process dies.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import hashlib
 import io
 import json
 import os
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from relulab.errors import UserError
 
@@ -86,20 +92,33 @@ def read_config(run: Path) -> dict[str, Any]:
 
 
 def remove_leftovers(run: Path) -> None:
-    """Temporary files of writes that a kill cut short (trial files, report, plots)."""
+    """Temporary files of writes that a kill cut short (trial files, report, plots).
+
+    Only while holding the run's lock (:func:`exclusive`): the temporary files of a run in
+    progress are that run's writes, not leftovers.
+    """
     for leftover in run.rglob(".*.tmp"):
-        leftover.unlink()
+        leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def exclusive(run: Path) -> Iterator[None]:
-    """Hold the run's lock: two processes running the same run would duplicate its work."""
-    with open(run / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{run} is being run by another process") from None
+    """Hold the run's lock: two processes running the same run would duplicate its work.
+
+    Raises UserError at once, without waiting, when another holder has it. Each call takes
+    the lock anew, so a second call in the same process is refused too.
+    """
+    lock = FileLock(run / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"{run} is being run by another process") from None
+    except OSError as error:
+        raise UserError(f"cannot lock {run}: {error.strerror or error}") from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def new_run_directory(parent: Path, name: str) -> Path:
@@ -114,6 +133,10 @@ def new_run_directory(parent: Path, name: str) -> Path:
         except FileExistsError:
             counter += 1
             candidate = base.with_name(f"{base.name}-{counter}")
+        except OSError as error:  # e.g. --out names a file, or a directory we may not write
+            raise UserError(
+                f"cannot create a run directory in {parent}: {error.strerror or error}"
+            ) from None
 
 
 def trial_directory(run: Path, trial_id: str) -> Path:
@@ -165,8 +188,28 @@ def _head_from_files(start: Path) -> str | None:
     return None
 
 
+def source_digest(package: Path | None = None) -> dict[str, Any]:
+    """SHA-256 over the sorted relative paths and contents of the package's ``.py`` files.
+
+    Identifies the code that runs even where there is no git checkout (an installed wheel, a
+    copied tree) and, in a checkout, also uncommitted edits. ``package`` defaults to relulab's
+    own directory.
+    """
+    package = package or Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    files = sorted(package.rglob("*.py"), key=lambda p: p.relative_to(package).as_posix())
+    for path in files:
+        relative = path.relative_to(package).as_posix().encode()
+        content = path.read_bytes()
+        # Lengths first, so that no two different trees hash the same byte stream.
+        digest.update(f"{len(relative)}:{len(content)}:".encode())
+        digest.update(relative)
+        digest.update(content)
+    return {"sha256": digest.hexdigest(), "files": len(files)}
+
+
 def environment() -> dict[str, Any]:
-    """Versions and platform, recorded in config.json."""
+    """Versions, code identity and platform, recorded in config.json."""
     versions = {"python": platform.python_version()}
     for package in (
         "relulab",
@@ -185,6 +228,7 @@ def environment() -> dict[str, Any]:
     return {
         "versions": versions,
         "git": git_revision(),
+        "source": source_digest(),
         "platform": {
             "system": platform.platform(),
             "machine": platform.machine(),

@@ -48,9 +48,12 @@ def _unique(kind: str, names: list[str]) -> list[str]:
 
 def _file_digest(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
     return digest.hexdigest()
 
 
@@ -251,45 +254,83 @@ def start_run(config: BenchConfig, parent: Path) -> tuple[Path, BenchConfig, lis
     return run, config, specs
 
 
+def code_differences(started: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How the code running ``now`` differs from the code a run ``started`` with (both as
+    :func:`rundir.environment` records them); empty when it is the same code.
+
+    Compares the relulab and torch versions, the git commit where both runs have one, and
+    the hash of relulab's source files always (it also catches uncommitted edits, and is all
+    there is without a git checkout). A run that recorded no source hash (made before relulab
+    recorded one) counts as differing.
+    """
+    differences = []
+    for package in ("relulab", "torch"):
+        was, is_ = started.get("versions", {}).get(package), now["versions"].get(package)
+        if was != is_:
+            differences.append(f"{package} {was} → {is_}")
+    was, is_ = (started.get("git") or {}).get("commit"), now["git"].get("commit")
+    if was and is_ and was != is_:
+        differences.append(f"git commit {was[:12]} → {is_[:12]}")
+    was, is_ = (started.get("source") or {}).get("sha256"), now["source"]["sha256"]
+    if was != is_:
+        differences.append(f"source sha256 {was[:12] if was else 'not recorded'} → {is_[:12]}")
+    return differences
+
+
 def resume_run(
-    run: Path, requested: dict[str, Any] | None = None
+    run: Path, requested: dict[str, Any] | None = None, *, force: bool = False
 ) -> tuple[BenchConfig, list[TrialSpec]]:
     """The stored config of ``run`` and its trials, after checking that nothing has drifted.
 
     ``requested`` holds experiment options given again on the command line; any that differ
-    from the stored run are an error, and so are a changed data file, a changed plan (the
-    code's defaults moved) or other relulab or torch versions: a resumed run must finish the
-    experiment it started, bit for bit.
+    from the stored run are an error, and so are a changed data file and a changed plan (the
+    code's defaults moved): a resumed run must finish the experiment it started. Other code
+    (:func:`code_differences`: versions, git commit, source hash) is an error too unless
+    ``force``; each resume is appended to config.json's ``resumes``, with what it forced.
+
+    Runs under the run's lock, so a run in progress is refused before anything is read or
+    written; :func:`run_missing` takes the lock again before it touches the run's files.
     """
-    stored_file = rundir.read_config(run)
-    stored = BenchConfig.from_dict(stored_file["config"])
-    requested = {
-        k: v for k, v in (requested or {}).items() if k in EXPERIMENT_FIELDS and v is not None
-    }
-    if requested:
-        again = dataclasses.replace(stored, **requested, data_sha256=None).resolved()
-        for key in requested:
-            if getattr(again, key) != getattr(stored, key):
-                has, given = getattr(stored, key), requested[key]
-                raise UserError(
-                    f"--resume: this run has {key}={has!r}, not {given!r}; "
-                    "drop the option or start a new run"
-                )
-    if stored.data and _file_digest(stored.data) != stored.data_sha256:
-        raise UserError(f"--resume: {stored.data} changed since the run started; start a new run")
-    versions = rundir.environment()["versions"]
-    for package in ("relulab", "torch"):
-        if versions.get(package) != stored_file["versions"].get(package):
+    rundir.read_config(run)  # not a run directory: say so, and leave no lock file there
+    with rundir.exclusive(run):
+        stored_file = rundir.read_config(run)
+        stored = BenchConfig.from_dict(stored_file["config"])
+        requested = {
+            k: v for k, v in (requested or {}).items() if k in EXPERIMENT_FIELDS and v is not None
+        }
+        if requested:
+            again = dataclasses.replace(stored, **requested, data_sha256=None).resolved()
+            for key in requested:
+                if getattr(again, key) != getattr(stored, key):
+                    has, given = getattr(stored, key), requested[key]
+                    raise UserError(
+                        f"--resume: this run has {key}={has!r}, not {given!r}; "
+                        "drop the option or start a new run"
+                    )
+        if stored.data and _file_digest(stored.data) != stored.data_sha256:
             raise UserError(
-                f"--resume: the run started with {package} {stored_file['versions'].get(package)}, "
-                f"this is {versions.get(package)}; results would not be comparable"
+                f"--resume: {stored.data} changed since the run started; start a new run"
             )
-    specs = plan(stored)
-    if {s.trial_id: _spec_record(s) for s in specs} != stored_file.get("plan"):
-        raise UserError(
-            "--resume: the trials planned now differ from the run's (defaults changed?)"
-        )
-    rundir.remove_leftovers(run)
+        now = rundir.environment()
+        differences = code_differences(stored_file, now)
+        if differences and not force:
+            raise UserError(
+                f"--resume: the code differs from the run's ({'; '.join(differences)}), so "
+                "results would not be comparable; start a new run, or pass --force to resume"
+            )
+        specs = plan(stored)
+        if {s.trial_id: _spec_record(s) for s in specs} != stored_file.get("plan"):
+            raise UserError(
+                "--resume: the trials planned now differ from the run's (defaults changed?)"
+            )
+        resume = {
+            "resumed": rundir.now_iso(),
+            "forced": bool(differences),
+            "differences": differences,
+        }
+        resume.update({k: now[k] for k in ("versions", "git", "source")})
+        stored_file["resumes"] = [*stored_file.get("resumes", []), resume]
+        rundir.write_json_atomic(run / rundir.CONFIG, stored_file)
     return stored, specs
 
 
@@ -300,11 +341,20 @@ def run_missing(
     workers: int = 1,
     executor: str = "local",
     ray_address: str | None = None,
+    on_start: Callable[[list[TrialSpec]], None] | None = None,
     on_trial: Callable[[TrialSpec, TrialOutcome], None] | None = None,
 ) -> int:
-    """Run the trials of ``specs`` that ``run`` does not have yet; returns how many ran."""
-    missing = [s for s in specs if not rundir.is_finished(run, s.trial_id)]
+    """Run the trials of ``specs`` that ``run`` does not have yet; returns how many ran.
+
+    Holds the run's lock throughout, and only under it removes the temporary files that a
+    killed run left and decides which trials are missing (a refused caller touches nothing).
+    ``on_start`` gets the missing trials once they are known; ``on_trial`` each finished one.
+    """
     with rundir.exclusive(run):
+        rundir.remove_leftovers(run)
+        missing = [s for s in specs if not rundir.is_finished(run, s.trial_id)]
+        if on_start:
+            on_start(missing)
         for spec, outcome in execute(
             missing, workers=workers, executor=executor, ray_address=ray_address
         ):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from relulab.bench import table
+from relulab.bench import user_data
 from relulab.bench.models import MLP, ActivationFactory, Conv1dNet, DigitsCNN
 from relulab.errors import UserError
 from relulab.optional import require
@@ -243,7 +243,7 @@ class Table(Task):
     target: str = ""
 
     def load(self) -> TaskData:
-        x, y = table.load_table(self.path, self.target)
+        x, y = user_data.load_table(self.path, self.target)
         train, test = stratified_split(y, 0.2)
         return _task_data(x, y, train, test)
 

@@ -9,6 +9,7 @@ bit-identical weights, predictions and metrics. Only the wall-clock timings diff
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import math
@@ -27,8 +28,14 @@ from relulab.bench.stats import expected_calibration_error
 from relulab.bench.tasks import Task, TaskData
 from relulab.kernels import compilation
 from relulab.memory import saved_bytes
-from relulab.registry import REQUIRED, activation_info, get_activation, parse_spec
-from relulab.sites import module_sites
+from relulab.registry import (
+    REQUIRED,
+    ActivationInfo,
+    activation_info,
+    get_activation,
+    parse_spec,
+)
+from relulab.sites import identify_module, module_sites
 
 
 @dataclass(frozen=True)
@@ -94,43 +101,151 @@ def saved_bytes_per_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     )
 
 
+# The grid on which has_flat_region differentiates a module: step 1/64 over [-6, 6]. Wide enough
+# for every registered flat region at ordinary arguments (ReLU6's and hard sigmoid's reach
+# ±6 and ±3); narrow enough that float64 tails of smooth activations stay non-zero (GoLU's
+# exp(-exp(-x)) underflows to 0 below about -6.6, tanh's 1 - tanh² above about 18).
+FLAT_GRID = torch.linspace(-6.0, 6.0, 769, dtype=torch.float64)
+
+
+def _registry_default(module: nn.Module) -> ActivationInfo | None:
+    """The registry entry of ``module`` when it is that entry's own class at the entry's
+    default arguments (required ones, such as a width, excepted), else None."""
+    found = identify_module(module)
+    if found is None:
+        return None
+    name, arguments = found
+    info = activation_info(name)
+    if type(module) is not info.module:  # torch's class, or a subclass with its own maths
+        return None
+    defaults = info.parameters
+    same = all(
+        key in defaults and (defaults[key] is REQUIRED or value == defaults[key])
+        for key, value in arguments.items()
+    )
+    return info if same else None
+
+
+def has_flat_region(module: nn.Module, channels: int = 1, ndim: int = 2) -> bool:
+    """Whether the module's derivative is exactly 0 on some interval, so that a unit can die.
+
+    A registered activation at its default arguments answers from the registry
+    (``ActivationInfo.flat_region``). Any other module (other arguments, torch's or timm's
+    class, a subclass) is measured: a float64 copy in eval mode is differentiated by
+    autograd, i.e. with the backward that training uses, on :data:`FLAT_GRID` fed to every
+    one of ``channels`` channels of an ``ndim``-dimensional input; two neighbouring grid
+    points with derivative exactly 0 in the same channel make a flat region. A flat region
+    lying wholly beyond ±6 is not seen.
+    """
+    info = _registry_default(module)
+    if info is not None:
+        return info.flat_region
+    shape = (len(FLAT_GRID), channels, *([1] * (ndim - 2))) if ndim >= 2 else (len(FLAT_GRID),)
+    grid = FLAT_GRID.reshape(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+    grid.requires_grad_()
+    probe = copy.deepcopy(module).double().eval()
+    with torch.enable_grad():
+        output = probe(grid.clone())  # a non-leaf copy, which in-place modules may overwrite
+        (derivative,) = torch.autograd.grad(output.sum(), grid, allow_unused=True)
+    if derivative is None:  # the output does not depend on the input at all
+        return True
+    zero = (derivative == 0).reshape(len(FLAT_GRID), -1)
+    return bool((zero[1:] & zero[:-1]).any())
+
+
+def _per_unit(tensor: torch.Tensor) -> torch.Tensor:
+    """(N, C, *) → (C, N·∏*): one row per unit (channel, dim 1); (N,) → one unit."""
+    if tensor.dim() < 2:
+        return tensor.reshape(1, -1)
+    return tensor.transpose(0, 1).reshape(tensor.shape[1], -1)
+
+
 @torch.no_grad()
 def activation_statistics(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
-    """Per activation layer, on inputs ``x`` (eval mode):
+    """Per activation layer, from one forward pass on ``x`` in eval mode (the bench passes
+    the training set):
 
-    - ``dead_fraction``: units (channels, dim 1) whose pre-activation is ≤ 0 for every input
-      and position, i.e. that never leave the activation's negative side;
+    - ``dead_fraction``: the fraction of units (channels, dim 1) whose activation has
+      derivative exactly 0 at every example and position of ``x``, which is what stops a
+      unit from learning. The derivative is d(Σ output)/d(input) by autograd through the
+      module itself, so it is the backward that training uses (for HeLU its hysteresis
+      gradient, not ReLU's). ``None`` when the activation has no zero-derivative region
+      (:func:`has_flat_region`): no unit can die that way, and 0.0 would claim a measurement.
     - ``sparsity``: the fraction of outputs that are exactly 0.
+
+    Each call of an activation module is one layer, counted once. A module applied at
+    several places (one module shared by two layers) gives one record per call, named
+    ``path#1``, ``path#2``, ... in call order; a module called once is named by its path.
     """
-    records: dict[str, dict[str, Any]] = {}
-    handles = []
+    first_path: dict[int, str] = {}
     for site in module_sites(model):
+        first_path.setdefault(id(site.module), site.path)
+    modules = {id(m): m for m in model.modules() if id(m) in first_path}
+    flat: dict[int, bool] = {}  # per module, decided at its first call
+    calls: list[tuple[int, torch.Tensor | None, int, int]] = []
+    pending: list[tuple[torch.Tensor, bool] | None] = []
+    probing = False
 
-        def hook(module, inputs, output, path=site.path):
-            pre = inputs[0]
-            positive = (pre > 0).transpose(0, 1).reshape(pre.shape[1], -1).any(1)
-            record = records.setdefault(
-                path, {"ever_positive": torch.zeros_like(positive), "zeros": 0, "total": 0}
+    def before(module, inputs):
+        nonlocal probing
+        if probing:  # has_flat_region's copy of the module carries these hooks too
+            return None
+        key, x = id(module), inputs[0]
+        if key not in flat:
+            probing = True
+            try:
+                flat[key] = has_flat_region(module, x.shape[1] if x.dim() > 1 else 1, x.dim())
+            finally:
+                probing = False
+        if not flat[key]:  # no unit can die: the derivative is not needed
+            pending.append(None)
+            return None
+        # Grad mode for this module alone: the rest of the model runs without a graph.
+        leaf = x.detach().requires_grad_()
+        pending.append((leaf, torch.is_grad_enabled()))
+        torch.set_grad_enabled(True)
+        # An in-place activation may not overwrite a leaf that requires grad.
+        return (leaf.clone() if getattr(module, "inplace", False) else leaf, *inputs[1:])
+
+    def after(module, inputs, output):
+        if probing:
+            return None
+        entry, alive = pending.pop(), None
+        if entry is not None:
+            leaf, grad_was_enabled = entry
+            derivative = None
+            if output.requires_grad:
+                (derivative,) = torch.autograd.grad(output.sum(), leaf, allow_unused=True)
+            torch.set_grad_enabled(grad_was_enabled)
+            alive = (
+                _per_unit(derivative != 0).any(1)
+                if derivative is not None  # the output does not depend on the input
+                else torch.zeros(_per_unit(leaf).shape[0], dtype=torch.bool)
             )
-            record["ever_positive"] |= positive
-            record["zeros"] += int((output == 0).sum())
-            record["total"] += output.numel()
+            output = output.detach()
+        calls.append((id(module), alive, int((output == 0).sum()), output.numel()))
+        return output
 
-        handles.append(site.module.register_forward_hook(hook))
+    handles = []
+    for module in modules.values():
+        handles.append(module.register_forward_pre_hook(before))
+        handles.append(module.register_forward_hook(after))
     try:
         model.eval()
         model(x)
     finally:
         for handle in handles:
             handle.remove()
-    return [
-        {
-            "layer": path,
-            "dead_fraction": float((~r["ever_positive"]).double().mean()),
-            "sparsity": r["zeros"] / r["total"],
-        }
-        for path, r in records.items()
-    ]
+
+    count = {key: sum(call[0] == key for call in calls) for key in flat}
+    seen: dict[int, int] = {}
+    records = []
+    for key, alive, zeros, total in calls:
+        seen[key] = seen.get(key, 0) + 1
+        name = first_path[key] + (f"#{seen[key]}" if count[key] > 1 else "")
+        dead = float((~alive).double().mean()) if alive is not None else None
+        records.append({"layer": name, "dead_fraction": dead, "sparsity": zeros / total})
+    return records
 
 
 @contextlib.contextmanager

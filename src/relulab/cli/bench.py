@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   relulab bench --suite full --workers 2         # 10 seeds, longer training
   relulab bench --data iris.csv --target species # your own table
   relulab bench --resume runs/20261123T101500Z-bench   # finish an interrupted run
+  relulab bench --resume runs/20261123T101500Z-bench --force   # ... with changed code
 """
 
 
@@ -54,6 +55,12 @@ def add_parser(subparsers) -> None:
     add("--out", help="parent directory of new runs (default runs)")
     add("--name", help="run name, appended to the timestamp (default bench)")
     add("--resume", metavar="DIR", help="finish the missing trials of an existing run")
+    add(
+        "--force",
+        action="store_true",
+        help="with --resume: resume although the code (relulab or torch version, git commit, "
+        "source hash) differs from the run's; recorded in its config.json",
+    )
     add("--quiet", action="store_true", help="no progress bar, no tables")
     add("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)  # fmt: skip
@@ -101,7 +108,7 @@ def _print_summary(run: Path, rows: list[dict], as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from relulab.bench import report, rundir, runner
+    from relulab.bench import report, runner
     from relulab.bench.progress import ProgressBar
     from relulab.optional import require
 
@@ -112,22 +119,31 @@ def run(args: argparse.Namespace) -> int:
     if args.executor == "ray":
         runner.connect_ray(args.ray_address)  # before any run directory exists
     requested = _requested(args)
+    if args.force and not args.resume:
+        raise UserError("--force applies to --resume DIR only")
     if args.resume:
         if args.out is not None or args.name is not None:
             raise UserError("--resume continues the run in DIR; --out and --name do not apply")
         run_dir = Path(args.resume)
-        config, specs = runner.resume_run(run_dir, requested)
+        config, specs = runner.resume_run(run_dir, requested, force=args.force)
     else:
         given = {k: v for k, v in requested.items() if v is not None}
         config = runner.BenchConfig(**given, name=args.name or "bench", baseline=args.baseline)
         run_dir, config, specs = runner.start_run(config, Path(args.out or "runs"))
     workers = args.workers or max(1, (os.cpu_count() or 1) // config.threads)
-    done = sum(rundir.is_finished(run_dir, s.trial_id) for s in specs)
     quiet = args.quiet or args.json
-    if not quiet:
-        where = f"{workers} worker(s)" if args.executor == "local" else "Ray"
-        print(f"run {run_dir}: {len(specs)} trials ({done} already done), {where}", file=sys.stderr)
-    progress = ProgressBar(len(specs), done, enabled=not quiet)
+    progress: ProgressBar | None = None
+
+    def on_start(missing) -> None:  # called under the run's lock, once the missing are known
+        nonlocal progress
+        done = len(specs) - len(missing)
+        if not quiet:
+            where = f"{workers} worker(s)" if args.executor == "local" else "Ray"
+            print(
+                f"run {run_dir}: {len(specs)} trials ({done} already done), {where}",
+                file=sys.stderr,
+            )
+        progress = ProgressBar(len(specs), done, enabled=not quiet)
 
     def on_trial(spec, outcome) -> None:
         result = outcome.result
@@ -136,12 +152,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         runner.run_missing(run_dir, specs, workers=workers, executor=args.executor,
-                           ray_address=args.ray_address, on_trial=on_trial)  # fmt: skip
+                           ray_address=args.ray_address, on_start=on_start,
+                           on_trial=on_trial)  # fmt: skip
     except KeyboardInterrupt:
-        progress.close()
+        if progress:
+            progress.close()
         print(f"interrupted; finish with: relulab bench --resume {run_dir}", file=sys.stderr)
         return 130
-    progress.close()
+    if progress:
+        progress.close()
     rows = report.render(run_dir, args.baseline)
     if not args.quiet or args.json:
         _print_summary(run_dir, rows, args.json)

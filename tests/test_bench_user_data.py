@@ -1,14 +1,17 @@
-"""The user's own table: good files load; malformed ones name the line and column."""
+"""The user's own data (bench/user_data.py): good files load; missing, unreadable and malformed
+ones raise UserError in one line naming the file, line and column."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from relulab.bench.table import load_table
+from relulab.bench.user_data import load_table
 from relulab.cli import main
+from relulab.errors import UserError
 
 GOOD = "a,b,label\n1,2,cat\n3,4,dog\n5,6,cat\n7,8,dog\n"
 
@@ -151,3 +154,25 @@ def test_a_malformed_npz_is_exit_2_from_the_cli(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.endswith("x[0, 1] is not finite (inf)") and "\n" not in err
+
+
+def test_missing_unreadable_or_damaged_files_raise_user_error(tmp_path, monkeypatch):
+    """Not a raw OSError or zipfile error: the one exception type for user mistakes, in one
+    line that names the path."""
+    with pytest.raises(UserError, match=f"cannot read {tmp_path / 'none.csv'}: no such file"):
+        load_table(tmp_path / "none.csv", "label")
+    damaged = tmp_path / "damaged.npz"
+    np.savez(damaged, x=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]))
+    damaged.write_bytes(damaged.read_bytes()[:-40])  # cut short: its zip directory is gone
+    with pytest.raises(UserError, match=f"{damaged}: not a readable .npz file"):
+        load_table(damaged, "y")
+
+    path = write(tmp_path, GOOD)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(UserError) as error:
+        load_table(path, "label")
+    assert str(error.value) == f"cannot read {path}: Permission denied"

@@ -1,9 +1,12 @@
-"""Load the user's own classification table (CSV or NPZ), with errors that point at the cell."""
+"""Load the user's own data for the bench's csv/npz task: a classification table from a CSV or
+NPZ file, with errors that point at the file, line and cell."""
 
 from __future__ import annotations
 
 import csv
 import math
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +20,22 @@ def load_table(path: str | Path, target: str) -> tuple[np.ndarray, np.ndarray]:
 
     CSV: a header row; ``target`` names the label column; every other column must be
     numeric. NPZ: an array ``x`` (or ``X``) of shape N×D and the label array named ``target``.
-    Raises ValueError naming the file, line and column of anything malformed.
+    Raises UserError, in one line naming the file (and the line and column where there is
+    one), for a missing or unreadable file and for anything malformed.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"cannot read {path}: no such file")
-    if path.suffix.lower() == ".npz":
-        x, labels = _read_npz(path, target)
-    elif path.suffix.lower() in (".csv", ".txt"):
-        x, labels = _read_csv(path, target)
-    else:
-        raise UserError(f"{path}: expected a .csv or .npz file, got {path.suffix or 'no suffix'!r}")
+    try:
+        if path.suffix.lower() == ".npz":
+            x, labels = _read_npz(path, target)
+        elif path.suffix.lower() in (".csv", ".txt"):
+            x, labels = _read_csv(path, target)
+        else:
+            suffix = path.suffix or "no suffix"
+            raise UserError(f"{path}: expected a .csv or .npz file, got {suffix!r}")
+    except OSError as error:  # e.g. no permission, or the disk failed mid-read
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
     classes, y = _class_indices(labels)
     if len(classes) < 2:
         raise UserError(
@@ -131,7 +139,7 @@ def _number(cell: str, where: str) -> float:
 def _read_npz(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UserError(f"{path}: not a readable .npz file ({error})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise UserError(f"{path}: holds a single array, not an .npz archive with x and the labels")
@@ -143,7 +151,10 @@ def _read_npz(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
         if target not in keys:
             hint = did_you_mean(target, keys) or f" (arrays: {', '.join(keys)})"
             raise UserError(f"{path}: no label array {target!r}{hint}")
-        x, y = archive[feature_key], archive[target]
+        try:
+            x, y = archive[feature_key], archive[target]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            raise UserError(f"{path}: a damaged .npz archive ({error})") from None
     real = np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
     if x.ndim != 2 or not real:
         raise UserError(
