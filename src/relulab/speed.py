@@ -5,8 +5,9 @@ formula under autograd; torch's native module where torch has one; the timm patt
 a save-input-only autograd Function with eager formulas, which is relulab's fused kernel with
 compilation off) this times forward and forward+backward on one tensor, next to a clone of
 that tensor (the memory-bandwidth yardstick) and native ReLU. Rounds go round-robin over
-every implementation, and ratios are taken within each round, so that a machine's drift
-hits numerator and denominator alike; the figures are the median and quartiles over rounds.
+every implementation (:func:`round_robin`), and ratios are taken within each round, so that
+a machine's drift hits numerator and denominator alike; the figures are the median and
+quartiles over rounds.
 
 :func:`training_step` does the same for whole training steps of an MLP and a small CNN:
 step time and peak memory relative to ReLU.
@@ -17,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator
+import timeit
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch.utils import benchmark
 
 from relulab.errors import UserError
 from relulab.kernels import compilation, compiled_kernels_available
@@ -30,6 +33,15 @@ from relulab.memory import saved_bytes
 from relulab.registry import activation_info, get_activation, resolve_name
 
 IMPLEMENTATIONS = ("fused", "reference", "native", "timm_pattern")
+
+# A call shorter than this is timed in blocks of calls; torch's Timer.blocked_autorange, run
+# for this long, picks how many (timer overhead at most 1e-4 of the block).
+WARM_UP_SECONDS = 0.02
+# Each yardstick is timed this many times per round, and the round uses their median: a
+# slow yardstick sample would skew every ratio of its round.
+YARDSTICK_SAMPLES = 3
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass
@@ -44,11 +56,24 @@ class Timing:
         for key, reference in yardsticks.items():
             self.ratios.setdefault(key, []).append(seconds / reference)
 
+    def relative_to(self, key: str, other: Timing) -> None:
+        """Add the ratios ``key`` of this call's seconds to ``other``'s of the same round."""
+        if len(other.seconds) != len(self.seconds):
+            raise ValueError(f"{len(self.seconds)} rounds against {len(other.seconds)}")
+        self.ratios[key] = [mine / theirs for mine, theirs in zip(self.seconds, other.seconds)]
+
     def summary(self) -> dict[str, float]:
-        """Median seconds; per yardstick the median ratio and its quartiles (…_q1, …_q3)."""
+        """Median seconds; per yardstick the median ratio and its quartiles (…_q1, …_q3).
+
+        Quartiles interpolate between the rounds' values (numpy's default), so they stay
+        within the values: with few rounds, the exclusive method would reach beyond them.
+        """
         out: dict[str, float] = {"seconds": statistics.median(self.seconds)}
         for key, values in self.ratios.items():
-            q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+            if len(values) > 1:
+                q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+            else:
+                q1 = q3 = values[0]
             out.update({key: statistics.median(values), f"{key}_q1": q1, f"{key}_q3": q3})
         return out
 
@@ -83,12 +108,6 @@ def _elementwise_names(names: list[str]) -> list[str]:
     return ["relu", *(n for n in dict.fromkeys(names) if n != "relu")]
 
 
-def _time(call: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 @contextlib.contextmanager
 def _threads(threads: int) -> Iterator[None]:
     previous = torch.get_num_threads()
@@ -97,6 +116,86 @@ def _threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _warm_up(
+    call: Callable[[], Any], threads: int, clock: Callable[[], float]
+) -> Callable[[], float]:
+    """Warm ``call`` up; return a function that times one block of calls (seconds per call).
+
+    The first call compiles kernels and fills the allocator. torch's Timer then picks the
+    block: hundreds of calls for a few thousand elements, whose single call is too short to
+    time. A second call that takes ``WARM_UP_SECONDS`` or more is a block by itself (Timer's
+    own rule would say so after one more call: a 16M-element tensor's).
+    """
+    call()
+    block = timeit.Timer(call, timer=clock)  # as Timer's own: garbage collection off
+    if block.timeit(1) >= WARM_UP_SECONDS:
+        number = 1
+    else:
+        timer = benchmark.Timer("call()", globals={"call": call}, timer=clock, num_threads=threads)
+        number = timer.blocked_autorange(min_run_time=WARM_UP_SECONDS).number_per_run
+    # Rounds time the block without Timer.timeit's own warm-up of two calls per
+    # measurement: measured on 16M elements, that made rounds 3.4-4.9x longer and did not
+    # change the ratios beyond their run-to-run spread.
+    return lambda: block.timeit(number) / number
+
+
+def round_robin(
+    calls: Mapping[Key, Callable[[], Any]],
+    yardsticks: Mapping[str, Callable[[], Any]],
+    *,
+    rounds: int,
+    threads: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+    progress: Callable[[str], None] | None = None,
+) -> dict[Key, Timing]:
+    """Time every call once per round, in turn, against yardsticks timed in the same round.
+
+    Each call and each yardstick is warmed up first, once (see ``_warm_up``). A round
+    times each yardstick ``YARDSTICK_SAMPLES`` times (their median is the round's), then one
+    block of each call, and records every call's seconds and its ratio to each yardstick.
+    A machine that slows down between rounds slows numerator and denominator alike.
+
+    Args:
+        calls: what to time, by key.
+        yardsticks: by the name its ratios get (``to_relu``, say).
+        rounds: timed rounds.
+        threads: torch's intra-op threads while timing.
+        clock: seconds, for tests; :func:`time.perf_counter` by default.
+        progress: called with a line before each warm-up and each round.
+    """
+
+    def label(key: Hashable) -> str:
+        return " ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+    warmed: dict[int, Callable[[], float]] = {}  # by id(call): a yardstick may be a call too
+
+    def warm_up(key: Hashable, call: Callable[[], Any]) -> Callable[[], float]:
+        if id(call) not in warmed:
+            if progress:
+                progress(f"warming up {label(key)}")
+            warmed[id(call)] = _warm_up(call, threads, clock)
+        return warmed[id(call)]
+
+    timings: dict[Key, Timing] = {key: Timing() for key in calls}
+    with _threads(threads):
+        reference = {n: warm_up(f"yardstick {n}", call) for n, call in yardsticks.items()}
+        timers = {key: warm_up(key, call) for key, call in calls.items()}
+        for round_index in range(rounds):
+            if progress:
+                progress(f"round {round_index + 1}/{rounds}")
+            seconds = {
+                name: statistics.median(time_block() for _ in range(YARDSTICK_SAMPLES))
+                for name, time_block in reference.items()
+            }
+            for key, time_block in timers.items():
+                timings[key].add(time_block(), **seconds)
+    return timings
+
+
+def _prefixed(progress: Callable[[str], None] | None, prefix: str) -> Callable[[str], None]:
+    return lambda line: progress(prefix + line) if progress else None
 
 
 def elementwise(
@@ -108,7 +207,13 @@ def elementwise(
     rounds: int = 7,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Forward and forward+backward of each activation's implementations, side by side."""
+    """Forward and forward+backward of each activation's implementations, side by side.
+
+    Each row's ``forward`` and ``forward_backward`` summaries (see :meth:`Timing.summary`)
+    hold the ratios to a clone (``to_clone``) and to native ReLU (``to_relu``) and, where
+    they exist, to the same activation's reference and native implementations
+    (``to_reference``, ``to_native``), all taken round by round.
+    """
     names = _elementwise_names(names)
     generator = torch.Generator().manual_seed(0)
     x = (torch.randn(numel, generator=generator) * 3).to(dtype)
@@ -134,29 +239,23 @@ def elementwise(
 
         return call
 
-    calls = {
-        key: (forward(m, key[1] == "fused"), forward_backward(m, key[1] == "fused"))
-        for key, m in variants.items()
+    calls: dict[tuple[str, str, str], Callable[[], Any]] = {}
+    for (name, implementation), module in variants.items():
+        compiled = implementation == "fused"
+        calls[(name, implementation, "forward")] = forward(module, compiled)
+        calls[(name, implementation, "forward_backward")] = forward_backward(module, compiled)
+    yardsticks = {
+        "to_clone": lambda: x.clone(),
+        "to_relu": calls[("relu", "native", "forward_backward")],
     }
-    results: dict[tuple[str, str], dict[str, Timing]] = {
-        key: {"forward": Timing(), "forward_backward": Timing()} for key in variants
-    }
-    clone = lambda: x.clone()  # noqa: E731
-    with _threads(threads):
-        for key, (fwd, fwd_bwd) in calls.items():  # warm-up: compiles, allocator, caches
-            if progress:
-                progress(f"warming up {key[0]} ({key[1]})")
-            fwd(), fwd_bwd()
-        for round_index in range(rounds):
-            if progress:
-                progress(f"round {round_index + 1}/{rounds}")
-            clone_seconds = statistics.median(_time(clone) for _ in range(3))
-            relu_seconds = _time(calls[("relu", "native")][1])
-            for key, (fwd, fwd_bwd) in calls.items():
-                for kind, call in (("forward", fwd), ("forward_backward", fwd_bwd)):
-                    results[key][kind].add(
-                        _time(call), to_clone=clone_seconds, to_relu=relu_seconds
-                    )
+    timings = round_robin(calls, yardsticks, rounds=rounds, threads=threads, progress=progress)
+    # Against the same activation's eager formula and torch's kernel, also round by round.
+    for name, implementation, kind in calls:
+        for other in ("reference", "native"):
+            if other != implementation and (name, other, kind) in timings:
+                timings[(name, implementation, kind)].relative_to(
+                    f"to_{other}", timings[(name, other, kind)]
+                )
     input_bytes = x.numel() * x.element_size()
     rows = []
     for (name, implementation), module in variants.items():
@@ -165,8 +264,8 @@ def elementwise(
             {
                 "activation": name,
                 "implementation": implementation,
-                "forward": results[(name, implementation)]["forward"].summary(),
-                "forward_backward": results[(name, implementation)]["forward_backward"].summary(),
+                "forward": timings[(name, implementation, "forward")].summary(),
+                "forward_backward": timings[(name, implementation, "forward_backward")].summary(),
                 "saved_bytes": saved,
                 "saved_to_input": saved / input_bytes,
             }
@@ -270,13 +369,13 @@ def training_step(
                 if progress:
                     progress(f"{model_name}: peak memory of {name}")
                 memory[name] = peak_memory(step)
-            timings = {name: Timing() for name in steps}
-            for round_index in range(rounds):
-                if progress:
-                    progress(f"{model_name}: round {round_index + 1}/{rounds}")
-                relu_seconds = _time(steps["relu"])
-                for name, step in steps.items():
-                    timings[name].add(_time(step), to_relu=relu_seconds)
+            timings = round_robin(
+                steps,
+                {"to_relu": steps["relu"]},
+                rounds=rounds,
+                threads=threads,
+                progress=_prefixed(progress, f"{model_name}: "),
+            )
             for name in steps:
                 summary = timings[name].summary()
                 rows.append(

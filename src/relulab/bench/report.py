@@ -334,11 +334,11 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
 
 def render(run: Path, baseline: str | None = None) -> list[dict[str, Any]]:
     """Write summary.csv, report.md and the plots of ``run``; return the summary rows."""
-    from relulab.bench import plots  # matplotlib is imported there, lazily
+    from relulab.plot import plot_bench  # matplotlib is imported there, lazily
 
     trials = load_trials(run)
     rows = summarize(trials, baseline)
     rundir.write_text_atomic(run / "summary.csv", summary_csv(rows))
-    written = plots.draw_all(run, trials, rows)
+    written = plot_bench(run, trials, rows)
     rundir.write_text_atomic(run / "report.md", report_markdown(trials, rows, written))
     return rows

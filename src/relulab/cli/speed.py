@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import sys
+from pathlib import Path
 
 import torch
 
@@ -49,7 +51,9 @@ def add_parser(subparsers) -> None:
         "--model", choices=("mlp", "cnn", "both"), help="time training steps instead"
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--plot", metavar="FILE", help="also draw the ratios to a PNG")
+    parser.add_argument(
+        "--plot", metavar="FILE", help="also draw the ratios to a PNG (needs the plot extra)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -110,14 +114,13 @@ def _targets(rows: list[dict]) -> str:
     table = []
     for name in dict.fromkeys(r["activation"] for r in rows):
         fused = by[(name, "fused")]["forward_backward"]
-        eager = by[(name, "reference")]["forward_backward"]
-        native = by.get((name, "native"))
-        speedup = eager["seconds"] / fused["seconds"]
+        # Ratios within each round (medians over rounds), as every other ratio here.
+        speedup = 1 / fused["to_reference"]
         # An activation that is one ATen op already has no eager composition to beat.
         kernel = activation_info(name).kernel
         one_op = kernel is not None and kernel.single_op
         eager_verdict = "n/a, one op" if one_op else _verdict(speedup >= TARGET_EAGER_SPEEDUP)
-        versus_native = fused["seconds"] / native["forward_backward"]["seconds"] if native else None
+        versus_native = fused.get("to_native")
         table.append(
             [
                 name,
@@ -161,38 +164,28 @@ def _training_table(result: dict) -> str:
 
 
 def _plot(result: dict, path: str) -> str:
-    from relulab.plot import pyplot
+    from relulab.plot import plot_speed, png_path
 
-    plt = pyplot()
-    rows = result["rows"]
-    names = list(dict.fromkeys(r["activation"] for r in rows))
-    implementations = list(dict.fromkeys(r["implementation"] for r in rows))
-    figure, axis = plt.subplots(figsize=(max(8, 0.5 * len(names) * len(implementations) / 2), 4.5))
-    width = 0.8 / len(implementations)
-    for i, implementation in enumerate(implementations):
-        values = {
-            r["activation"]: r["forward_backward"]["to_relu"]
-            for r in rows
-            if r["implementation"] == implementation
-        }
-        positions = [j + i * width for j, n in enumerate(names) if n in values]
-        axis.bar(positions, [values[n] for n in names if n in values], width, label=implementation)
-    axis.axhline(
-        TARGET_TO_RELU, color="k", linestyle="--", linewidth=0.8, label=f"target {TARGET_TO_RELU}"
-    )
-    axis.set_xticks(
-        [j + 0.4 - width / 2 for j in range(len(names))], names, rotation=60, ha="right"
-    )
-    axis.set_ylabel("forward+backward time / native ReLU's")
-    axis.set_yscale("log")
-    axis.legend(fontsize="small")
-    axis.set_title(f"{result['numel']:,} {result['dtype']} elements, {result['threads']} threads")
-    figure.tight_layout()
-    if not path.lower().endswith(".png"):
-        path += ".png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    target = TARGET_PEAK if "model" in result["rows"][0] else TARGET_TO_RELU
+    try:
+        return str(plot_speed(result, path, target=target))
+    except OSError as error:
+        # The user's own file (checked before the run, but it may have gone since) is their
+        # mistake; any other OSError (a font cache, say) stays a bug report.
+        if error.filename is None or Path(os.fsdecode(error.filename)) != png_path(path):
+            raise
+        raise UserError(f"cannot write {error.filename}: {error.strerror or error}") from None
+
+
+def _check_plot(path: str) -> None:
+    """Before a run of minutes: matplotlib is there and the plot's directory exists."""
+    from relulab.optional import require
+
+    if not Path(path).name:
+        raise UserError(f"--plot must name a file, got {path!r}")
+    require("matplotlib", extra="plot", purpose="--plot")
+    if not Path(path).parent.is_dir():
+        raise UserError(f"cannot write {path}: no directory {str(Path(path).parent)!r}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
     for option in ("numel", "threads", "rounds"):
         if getattr(args, option) < 1:
             raise UserError(f"--{option} must be at least 1, got {getattr(args, option)}")
+    if args.plot is not None:
+        _check_plot(args.plot)
     names = args.names or [i.name for i in registered() if i.kernel is not None]
     quiet = args.json
 
@@ -214,10 +209,14 @@ def run(args: argparse.Namespace) -> int:
             names, models=models, threads=args.threads, rounds=args.rounds, progress=progress
         )
         result["machine"] = _machine(args.threads)
+        if args.plot:
+            result["plot"] = _plot(result, args.plot)
         if args.json:
             print_json(result)
         else:
             print(f"training steps on {result['machine']}\n\n{_training_table(result)}")
+            if args.plot:
+                print(f"\nplot: {result['plot']}")
         return 0
     result = speed.elementwise(
         names,
