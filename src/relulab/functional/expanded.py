@@ -23,12 +23,14 @@ def arctan_gate_and_centred(x: Tensor) -> tuple[Tensor, Tensor]:
     """g(x) = (arctan(x) + π/2)/π and h = 2g − 1 = 2·arctan(x)/π, from one arctan.
 
     arctan(x) + π/2 cancels for x ≪ 0; there arctan(−1/x) is the same number, so
-    a = arctan(x) for x ≥ 0 and a = arctan(−1/x) for x < 0 give g = 1/2 + a/π and g = a/π,
-    both to full relative precision (h near 0⁻ only to absolute precision, as 2g − 1).
+    a = arctan(x) for x ≥ −1 and a = arctan(−1/x) for x < −1 give g = 1/2 + a/π (≥ 1/4) and
+    g = a/π, both to full relative precision (h near 0⁻ only to absolute precision, as
+    2g − 1). Only x < −1 takes −1/x, so autograd's 1/x² stays ≤ 1 (at x = −1e-300 it would
+    be ∞, times arctan'(1e300) = 0).
     """
-    negative = x < 0
-    a = torch.atan(torch.where(negative, -1.0 / torch.where(negative, x, -1.0), x))
-    gate = torch.where(negative, a / math.pi, 0.5 + a / math.pi)
+    far_left = x < -1.0
+    a = torch.atan(torch.where(far_left, -1.0 / torch.where(far_left, x, -1.0), x))
+    gate = torch.where(far_left, a / math.pi, 0.5 + a / math.pi)
     return gate, 2.0 * gate - 1.0
 
 

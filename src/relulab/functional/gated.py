@@ -15,13 +15,13 @@ from relulab.functional._common import (
     upcast_low_precision,
 )
 
-_GELU_TANH_K = math.sqrt(2.0 / math.pi)
-_GELU_TANH_C = 0.044715
+GELU_TANH_K = math.sqrt(2.0 / math.pi)
+GELU_TANH_C = 0.044715
 # Beyond |x| = 25 the tanh-GELU gate is exactly 0 or 1 in float64 (its logistic argument is
 # below −745 or above +37), so clamping there changes no value and keeps x³ from overflowing.
-_GELU_TANH_SATURATION = 25.0
+GELU_TANH_SATURATION = 25.0
 QUICK_GELU_SLOPE = 1.702
-_MISH_SATURATION = 40.0
+MISH_SATURATION = 40.0
 
 
 @upcast_low_precision
@@ -46,8 +46,8 @@ def gelu(x: Tensor) -> Tensor:
 def gelu_tanh(x: Tensor) -> Tensor:
     """f(x) = x/2·(1 + tanh(√(2/π)(x + 0.044715x³))), computed as x·σ(2u)."""
     # 1 + tanh(u) = 2σ(2u) has no cancellation for u ≪ 0.
-    inner = x.clamp(-_GELU_TANH_SATURATION, _GELU_TANH_SATURATION)
-    u = _GELU_TANH_K * (inner + _GELU_TANH_C * inner * inner * inner)
+    inner = x.clamp(-GELU_TANH_SATURATION, GELU_TANH_SATURATION)
+    u = GELU_TANH_K * (inner + GELU_TANH_C * inner * inner * inner)
     return x * saturating_sigmoid(2.0 * u)
 
 
@@ -75,7 +75,7 @@ def mish_gate(x: Tensor) -> Tensor:
     (1 + eˣ)² = n + 1, and tanh(log(1 + eˣ)) = ((1 + eˣ)² − 1)/((1 + eˣ)² + 1). The argument is
     clamped at 40, where the gate is exactly 1 already, so e^{2x} cannot overflow.
     """
-    e = torch.exp(x.clamp(max=_MISH_SATURATION))
+    e = torch.exp(x.clamp(max=MISH_SATURATION))
     n = e * (e + 2.0)
     return n / (n + 2.0)
 

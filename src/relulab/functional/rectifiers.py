@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from relulab.functional._common import masked_gradient
+
 
 def identity(x: Tensor) -> Tensor:
     """f(x) = x (a removed activation, e.g. after ReLU culling)."""
@@ -46,15 +48,19 @@ def squared_relu(x: Tensor) -> Tensor:
 
 
 def hard_sigmoid(x: Tensor) -> Tensor:
-    """f(x) = relu6(x + 3)/6 (torch's definition).
+    """f(x) = relu6(x + 3)/6 (torch's definition), with torch's derivative: 1/6 strictly
+    inside (−3, 3), and 0 at ±3, outside and at NaN, as ``nn.Hardsigmoid``'s backward.
 
     Not ``F.hardsigmoid``: its backward multiplies by a float32 1/6 even in float64.
     """
-    return (x + 3.0).clamp(0.0, 6.0) / 6.0
+    # Neither changes a value: hardtanh's backward stops the gradient at ±3 (clamp's would
+    # pass it there), and clamp's stops it at NaN (hardtanh's would pass it).
+    return (F.hardtanh(x, -3.0, 3.0).clamp(-3.0, 3.0) + 3.0) / 6.0
 
 
 def hard_swish(x: Tensor) -> Tensor:
-    """f(x) = x·relu6(x + 3)/6.
+    """f(x) = x·relu6(x + 3)/6, with torch's derivative at ±3 (0 and 1, as ``nn.Hardswish``'s
+    backward: the outer pieces' slopes).
 
     Written as x·hard_sigmoid(x): torch's fused kernel forms x·relu6(x + 3) first and so
     overflows to inf near the dtype's maximum, where the true value is x.
@@ -75,6 +81,12 @@ def smelu(x: Tensor, beta: float = 2.0) -> Tensor:
     return torch.where(x >= beta, x, (inner + beta).square() / (4.0 * beta))
 
 
+def helu_stops(x: Tensor, alpha: float) -> Tensor:
+    """Where HeLU's backward stops the gradient: x ≤ −α (a NaN x lets it through, as in
+    ReLU's backward). A bool, one byte per element."""
+    return x <= -alpha
+
+
 class _HeLUFunction(torch.autograd.Function):
     """ReLU forward; the backward lets the gradient through wherever x > −α."""
 
@@ -87,21 +99,21 @@ class _HeLUFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         x, alpha = inputs
-        passes = x > -alpha  # one byte per element instead of a full copy of x
-        ctx.save_for_backward(passes)
+        stops = helu_stops(x, alpha)
+        ctx.save_for_backward(stops)
         # For jvp: an attribute, not save_for_forward, which rejects torch.fx's proxies (the
         # mask is never modified in place, so no version check is lost).
-        ctx.passes = passes
+        ctx.stops = stops
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None]:
-        (passes,) = ctx.saved_tensors
-        return grad_output * passes.to(grad_output.dtype), None
+        (stops,) = ctx.saved_tensors
+        return masked_gradient(grad_output, stops), None
 
     @staticmethod
     def jvp(ctx, x_tangent: Tensor, alpha_tangent: None) -> Tensor:
         # Forward mode follows the same hysteresis rule as the backward pass.
-        return x_tangent * ctx.passes.to(x_tangent.dtype)
+        return masked_gradient(x_tangent, ctx.stops)
 
 
 def helu(x: Tensor, alpha: float = 0.05) -> Tensor:

@@ -9,8 +9,11 @@ runs eagerly or compiled, and differentiates again for double backward.
 What is saved:
 
 - ``mask``: a bool (1 byte) per element, for the piecewise-linear ReLU family, whose
-  derivative only needs to know which piece x fell in. The backward receives it as uint8
-  0/1 (the same bytes): inductor's CPU code loads uint8 fast and bools slowly;
+  derivative only needs to know which piece x fell in. The backward receives it as a bool
+  and selects by it (never ``grad·mask``, which turns an infinite upstream gradient into
+  NaN where the piece is flat), following torch's own backward of each function at its
+  kinks, at ±inf and at NaN. The selections are torch's own backward ops, with the mask as
+  0/1 standing in for x: the same as ``torch.where``, but vectorised in eager mode;
 - ``output``: y, where f' is a function of y (ELU, SELU, CELU, softplus, sigmoid, tanh).
   The next layer usually keeps y anyway, so this costs no memory of its own;
 - ``input``: x, for everything else.
@@ -32,9 +35,11 @@ from relulab.functional._common import (
     INV_SQRT_2,
     NORMAL_SATURATION,
     SIGMOID_SATURATION,
+    masked_gradient,
     normal_cdf,
     normal_pdf,
 )
+from relulab.functional.rectifiers import helu_stops
 from relulab.functional.smoothed import smoothed_relu
 
 Backward = Callable[..., tuple[Tensor | None, ...]]
@@ -94,39 +99,45 @@ def _sigmoid_pair(t: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(positive, large, small), torch.where(positive, small, large)
 
 
-# ReLU family: a 1-byte mask is all the backward needs.
+# ReLU family: a 1-byte mask is all the backward needs. Each mask is one comparison chosen
+# so that NaN lands where torch's backward puts it: torch's ReLU, ReLU6 (hardtanh) and
+# HeLU's rule let a NaN x's gradient through, its Hardsigmoid stops it, and its LeakyReLU
+# scales it by the slope.
 
 
-@kernel("mask", F.relu, mask=lambda x: x > 0, single_op=True)
-def relu(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
-    return (grad * mask,)
+@kernel("mask", F.relu, mask=lambda x: x <= 0, single_op=True)  # where the gradient stops
+def relu(stops: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (masked_gradient(grad, stops),)  # torch's threshold_backward: 0 where x ≤ 0
 
 
-@kernel("mask", F.relu6, mask=lambda x: (x > 0) & (x < 6), single_op=True)  # strict, as hardtanh
-def relu6(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
-    return (grad * mask,)
+@kernel("mask", F.relu6, mask=lambda x: (x <= 0) | (x >= 6), single_op=True)
+def relu6(stops: Tensor, grad: Tensor) -> tuple[Tensor]:
+    return (masked_gradient(grad, stops),)  # torch's hardtanh_backward: 0 at 0 and 6 too
 
 
 @kernel("mask", F.leaky_relu, ("negative_slope",), mask=lambda x, slope: x > 0, single_op=True)
-def leaky_relu(mask: Tensor, grad: Tensor, slope: float) -> tuple[Tensor, None]:
-    # Arithmetic on the 0/1 mask, exact (each term is the gradient or an exact zero): a
-    # torch.where on mask != 0 compiles to scalar code, some 3× slower.
-    return grad * mask + (grad * slope) * (1 - mask), None
+def leaky_relu(positive: Tensor, grad: Tensor, slope: float) -> tuple[Tensor, None]:
+    # torch's leaky_relu_backward (grad where x > 0, grad·slope elsewhere), fed the mask.
+    return torch.ops.aten.leaky_relu_backward(grad, positive.to(grad.dtype), slope, False), None
 
 
-@kernel("mask", F.shifted_relu, ("shift",), mask=lambda x, shift: x > shift)
-def shifted_relu(mask: Tensor, grad: Tensor, shift: float) -> tuple[Tensor, None]:
-    return grad * mask, None
+# ReLU's rule at x − shift: a float difference is ≤ 0 exactly where x ≤ shift.
+@kernel("mask", F.shifted_relu, ("shift",), mask=lambda x, shift: x <= shift)
+def shifted_relu(stops: Tensor, grad: Tensor, shift: float) -> tuple[Tensor, None]:
+    return masked_gradient(grad, stops), None
 
 
-@kernel("mask", F.helu, ("alpha",), mask=lambda x, alpha: x > -alpha)
-def helu(mask: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
-    return grad * mask, None  # the hysteresis rule: through wherever x > −α
+@kernel("mask", F.helu, ("alpha",), mask=helu_stops)
+def helu(stops: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
+    return masked_gradient(grad, stops), None  # the hysteresis rule, as F.helu's backward
 
 
-@kernel("mask", F.hard_sigmoid, mask=lambda x: (x >= -3) & (x <= 3))  # clamp's closed interval
-def hard_sigmoid(mask: Tensor, grad: Tensor) -> tuple[Tensor]:
-    return (grad * mask / 6.0,)
+# torch's hardsigmoid_backward: grad/6 strictly inside (−3, 3), 0 at ±3, outside and at NaN.
+@kernel("mask", F.hard_sigmoid, mask=lambda x: (x > -3) & (x < 3))
+def hard_sigmoid(inside: Tensor, grad: Tensor) -> tuple[Tensor]:
+    # grad/6 where inside, else 0: threshold_backward zeroes where the 0/1 mask is ≤ ½. Not
+    # torch's hardsigmoid_backward, whose 1/6 is a float32 one even in float64.
+    return (torch.ops.aten.threshold_backward(grad / 6.0, inside.to(grad.dtype), 0.5),)
 
 
 # f' as a function of y. The next layer usually keeps y anyway, so y costs no memory of its
@@ -152,17 +163,7 @@ def celu(y: Tensor, grad: Tensor, alpha: float) -> tuple[Tensor, None]:
     return grad * torch.where(y > 0, 1.0, y / alpha + 1.0), None  # e^{x/α} = y/α + 1
 
 
-@_common.upcast_low_precision
-def _softplus_forward(x: Tensor, beta: float = 1.0, threshold: float | None = 20.0) -> Tensor:
-    """Softplus with one exp and one log1p: max(v, 0) + log1p(e^{−|v|}) is exact too. Its
-    derivative at 0 would be wrong under autograd (|v|' = 0 there), which is why the
-    reference formula branches; the kernel's backward does not differentiate this."""
-    scaled = beta * x
-    exact = (torch.relu(scaled) + torch.log1p(torch.exp(-scaled.abs()))) / beta
-    return exact if threshold is None else torch.where(scaled > threshold, x, exact)
-
-
-@kernel("output", _softplus_forward, ("beta", "threshold"))
+@kernel("output", F.softplus, ("beta", "threshold"))
 def softplus(
     y: Tensor, grad: Tensor, beta: float, threshold: float | None
 ) -> tuple[Tensor, None, None]:
@@ -206,7 +207,9 @@ def squared_relu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
 
 
 def _hard_sigmoid_slope(x: Tensor) -> Tensor:
-    return ((x >= -3) & (x <= 3)).to(x.dtype) / 6.0  # not where(…, 1/6, 0): that is float32
+    # Strictly inside, as torch's hardsigmoid and hardswish backward; not where(…, 1/6, 0),
+    # whose 1/6 is a float32 one.
+    return ((x > -3) & (x < 3)).to(x.dtype) / 6.0
 
 
 @kernel("input", F.hard_swish)
@@ -234,17 +237,13 @@ def gelu(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     )
 
 
-_GELU_TANH_K = math.sqrt(2.0 / math.pi)
-_GELU_TANH_C = 0.044715
-_GELU_TANH_SATURATION = 25.0
-
-
 @kernel("input", F.gelu_tanh)
 def gelu_tanh(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     # f = x·σ(2u), u = k(x + c·x³): f' = σ(2u) + x·σ(2u)σ(−2u)·2k(1 + 3c·x²)
-    inner = x.clamp(-_GELU_TANH_SATURATION, _GELU_TANH_SATURATION)
-    s, s_neg = _sigmoid_pair(2.0 * _GELU_TANH_K * (inner + _GELU_TANH_C * inner * inner * inner))
-    du = 2.0 * _GELU_TANH_K * (1.0 + 3.0 * _GELU_TANH_C * inner * inner)
+    k, c, saturation = F.gated.GELU_TANH_K, F.gated.GELU_TANH_C, F.gated.GELU_TANH_SATURATION
+    inner = x.clamp(-saturation, saturation)
+    s, s_neg = _sigmoid_pair(2.0 * k * (inner + c * inner * inner * inner))
+    du = 2.0 * k * (1.0 + 3.0 * c * inner * inner)
     return (grad * (s + x * (s * s_neg) * du),)
 
 
@@ -275,7 +274,7 @@ def swish(x: Tensor, grad: Tensor, beta: float | Tensor) -> tuple[Tensor, Tensor
 def mish(x: Tensor, grad: Tensor) -> tuple[Tensor]:
     # f = x·g, g = tanh(sp(x)) = n/(n + 2), n = e(e + 2), e = eˣ (x capped at 40, where g = 1):
     # f' = g + x·sech²(sp)·σ(x) = g + x·4e(1 + e)/(n + 2)², one exponential for all of it.
-    e = torch.exp(x.clamp(max=40.0))
+    e = torch.exp(x.clamp(max=F.gated.MISH_SATURATION))
     n = e * (e + 2.0)
     denominator = n + 2.0
     return (grad * (n / denominator + x * (4.0 * e * (1.0 + e) / denominator / denominator)),)

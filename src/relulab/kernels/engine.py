@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import threading
 import types
@@ -27,12 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from relulab.functional._common import like, to_compute_dtype
 from relulab.kernels.definitions import KernelDef
 
 # Below this many elements a compiled kernel's call overhead (guards, launch) costs more
 # than it saves, and a first call would spend seconds compiling for microseconds of work.
 COMPILE_MIN_NUMEL = 1 << 16
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class _CompileState(threading.local):
@@ -82,22 +83,39 @@ def _run(function: Callable, x: Tensor, *args) -> Any:
         return function(x, *args)
     try:
         return _compiled(function)(x, *args)
-    except Exception as error:  # any compiler failure means: run this one eagerly
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        if not failures:  # one warning: a missing compiler would otherwise warn per kernel
-            warnings.warn(
-                f"relulab: could not compile {label} ({type(error).__name__}: {first_line}); "
-                "running eager kernels where compiling fails (relulab.kernels.engine.failures "
-                "lists each)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        failures[label] = f"{type(error).__name__}: {first_line}"
-        return function(x, *args)
+    except Exception as error:  # the compiler's failure, or the call's own error: see below
+        compile_error = error
+    # Run eagerly, outside the except block (so that a user's error is raised without the
+    # compiler's traceback chained to it). If this raises too, the call itself was wrong (a
+    # shape mismatch, say): that error is the user's, and the compiler is not to blame.
+    result = function(x, *args)
+    reason = f"{type(compile_error).__name__}: {_first_line(compile_error)}"
+    if not failures:  # one warning: a missing compiler would otherwise warn per kernel
+        warnings.warn(
+            f"relulab: could not compile {label} ({reason}); running eager kernels where "
+            "compiling fails (relulab.kernels.engine.failures lists each)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    failures[label] = reason
+    return result
 
 
-def _compute(t: Tensor) -> Tensor:
-    return t.float() if t.dtype in _LOW_PRECISION else t
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _as_condition(mask: Tensor, grad: Tensor) -> Tensor:
+    """The saved mask (its bytes, as uint8) as the bool a kernel's backward selects with.
+
+    Compiled, from a comparison in the gradient's dtype: inductor's CPU code vectorises a
+    select on that, but not on a loaded bool or byte, which it runs some 15× slower as
+    scalar code. Eager, the same bytes viewed as bool, at no cost.
+    """
+    if torch.compiler.is_compiling():
+        return mask.to(grad.dtype) != 0
+    return mask.view(torch.bool)
 
 
 @functools.cache
@@ -105,10 +123,13 @@ def _backward_of(kernel: KernelDef, needs: tuple[bool, ...]) -> Callable:
     """(saved, grad, *params) ↦ (grad_x, *summed parameter grads), in the compute dtype."""
 
     def backward(saved: Tensor, grad: Tensor, *params) -> tuple[Tensor | None, ...]:
-        dtype = grad.dtype
-        saved = saved if saved.dtype == torch.uint8 else _compute(saved)
-        grads = kernel.backward(saved, _compute(grad), *params)
-        out: list[Tensor | None] = [grads[0].to(dtype)]
+        upstream, grad = grad, to_compute_dtype(grad)
+        if saved.dtype == torch.uint8:  # a mask
+            saved = _as_condition(saved, grad)
+        else:
+            saved = to_compute_dtype(saved)
+        grads = kernel.backward(saved, grad, *params)
+        out: list[Tensor | None] = [like(grads[0], upstream)]
         for partial, param, needed in zip(grads[1:], params, needs):
             out.append(_reduce(partial, param) if needed and partial is not None else None)
         return tuple(out)
@@ -129,7 +150,8 @@ def _reduce(partial: Tensor, param: Tensor) -> Tensor:
 def _layout(kernel: KernelDef, x: Tensor, params: Sequence) -> Tensor:
     """The shape the kernel works on: flat, or (N, C, rest) for a per-channel parameter."""
     if kernel.per_channel and params[0].numel() > 1:
-        return x.reshape(x.shape[0], x.shape[1], -1)
+        # rest spelled out, not -1, which is ambiguous (and refused) for an empty batch
+        return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
     return x.reshape(-1)
 
 
@@ -145,27 +167,35 @@ class FusedActivation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kernel: KernelDef, x: Tensor, *params) -> Tensor:
-        ctx.kernel, ctx.params, ctx.shape = kernel, params, x.shape
         flat = _layout(kernel, x, params)
         y = _forward(kernel, flat, params).view(x.shape)
         if kernel.saves == "mask":
             # ATen writes bools fast, inductor's CPU code slowly: the mask is always eager.
-            ctx.save_for_backward(kernel.mask(flat, *params))
+            saved = kernel.mask(flat, *params)
         else:
-            ctx.save_for_backward(x if kernel.saves == "input" else y)
+            saved = x if kernel.saves == "input" else y
+        # Tensor parameters are saved too, so that autograd's version counter catches an
+        # in-place change before backward (as torch's own modules do); numbers stay on ctx.
+        ctx.tensor_at = tuple(i for i, p in enumerate(params) if isinstance(p, Tensor))
+        ctx.save_for_backward(saved, *(params[i] for i in ctx.tensor_at))
+        ctx.kernel, ctx.shape = kernel, x.shape
+        ctx.numbers = [None if i in ctx.tensor_at else p for i, p in enumerate(params)]
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        kernel, params = ctx.kernel, ctx.params
-        (saved,) = ctx.saved_tensors
+        kernel = ctx.kernel
+        saved, *tensors = ctx.saved_tensors
+        params = list(ctx.numbers)
+        for i, tensor in zip(ctx.tensor_at, tensors):
+            params[i] = tensor
         needs = tuple(
             isinstance(p, Tensor) and need for p, need in zip(params, ctx.needs_input_grad[2:])
         )
         if torch.is_grad_enabled() and kernel.saves == "input":
             return (None, *_reference_gradients(kernel, saved, grad, params, needs))
         grad, saved = _layout(kernel, grad, params), _layout(kernel, saved, params)
-        if saved.dtype == torch.bool:  # and loads uint8 fast, bools slowly: same bytes, 0 or 1
+        if saved.dtype == torch.bool:  # inductor loads uint8 fast, bools slowly: same bytes
             saved = saved.view(torch.uint8)
         function = _backward_of(kernel, needs)
         if torch.is_grad_enabled():  # a graph of the backward itself: stay differentiable
@@ -186,14 +216,33 @@ def _reference_gradients(kernel: KernelDef, x: Tensor, grad: Tensor, params, nee
         return (grad_x, *(next(grads) if need else None for need in needs))
 
 
+# Set once torch was found without a private attribute _transformed reads: warned once.
+_missing_private_api: str | None = None
+
+
 def _transformed(x: Any) -> bool:
     """Is autograd, fx or a compiler looking at this call in a way a Function cannot serve?"""
     if not isinstance(x, Tensor) or torch.compiler.is_compiling():
         return True
-    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    if is_wrapped is not None and is_wrapped(x):
-        return True
-    return torch.autograd.forward_ad._current_level >= 0
+    try:  # private torch attributes, which a torch release may rename
+        is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+        forward_ad_level = torch.autograd.forward_ad._current_level
+    except AttributeError as error:
+        _warn_missing_private_api(error)
+        return True  # cannot tell: the reference formula serves every case
+    return is_wrapped(x) or forward_ad_level >= 0
+
+
+def _warn_missing_private_api(error: AttributeError) -> None:
+    global _missing_private_api
+    if _missing_private_api is None:
+        _missing_private_api = str(error)
+        warnings.warn(
+            f"relulab: this torch lacks an attribute the fused kernels read ({error}); "
+            "activations run their reference formulas instead (same values, plain autograd)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def fused(
