@@ -178,3 +178,12 @@ def test_dead_units_are_n_a_where_they_do_not_apply_and_a_mean_elsewhere(run, tm
         assert number(rows[("digits", act)]["dead_fraction_mean"]) == pytest.approx(
             np.mean(per_trial), abs=1e-15
         )
+
+
+def test_report_states_each_tasks_training_schedule(run):
+    report = (run / "report.md").read_text()
+    # 3 epochs of the task's batch (64): spirals trains on 600 points, digits on 1347.
+    assert (
+        "Training: 3 epochs = 30 steps of batch 64, Adam lr 0.003, weight decay 0.0003." in report
+    )
+    assert "Training: 3 epochs = 66 steps of batch 64, Adam lr 0.001." in report

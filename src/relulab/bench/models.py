@@ -47,10 +47,11 @@ class DigitsCNN(nn.Module):
 
 
 class Conv1dNet(nn.Module):
-    """(N, length) → three strided 1-D convolutions (32 channels) → linear; MNIST-1D's ConvBase."""
+    """(N, length) → three strided 1-D convolutions → linear: MNIST-1D's ConvBase (Greydanus
+    2020), 25 channels by default as there; 5,210 parameters for length 40 and 10 classes."""
 
     def __init__(
-        self, length: int, classes: int, activation: ActivationFactory, channels: int = 32
+        self, length: int, classes: int, activation: ActivationFactory, channels: int = 25
     ):
         super().__init__()
         self.features = nn.Sequential(

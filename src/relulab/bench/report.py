@@ -38,6 +38,11 @@ class Trials:
         first = next(iter(self.results[task].values()))[0]
         return first.get("metric", "accuracy"), first.get("task_description", "")
 
+    def task_schedule(self, task: str) -> str:
+        """How the task's trials trained ("" for runs from before schedules were recorded)."""
+        first = next(iter(self.results[task].values()))[0]
+        return first.get("schedule", {}).get("text", "")
+
 
 def load_trials(run: Path) -> Trials:
     config = rundir.read_config(run)
@@ -323,6 +328,10 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
             "",
             heading,
             "",
+        ]
+        if schedule := trials.task_schedule(task):
+            lines += [f"Training: {schedule}.", ""]
+        lines += [
             _markdown_table(table_headers(metric), task_table(task_rows)),
             "",
         ]

@@ -43,6 +43,40 @@ class TaskData:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """How a trial trains: Adam (its ``weight_decay``, an L2 term, not AdamW's decoupled decay)
+    at a constant ``learning_rate``, which falls linearly to 0 over the last ``cooldown``
+    fraction of the ``steps``.
+
+    The cool-down lets a run whose learning rate is high enough to regularise end on a settled
+    model rather than wherever its last noisy step left it.
+    """
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    steps: int  # optimizer steps in all: epochs × batches per epoch
+    weight_decay: float = 0.0
+    cooldown: float = 0.0
+
+    def factor(self, step: int) -> float:
+        """The learning rate's multiplier for optimizer step ``step`` (counted from 0)."""
+        ramp = round(self.cooldown * self.steps)
+        return min(1.0, (self.steps - step) / ramp) if ramp else 1.0
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.epochs} epochs = {self.steps} steps of batch {self.batch_size}, "
+            f"Adam lr {self.learning_rate:g}"
+        )
+        if self.weight_decay:
+            text += f", weight decay {self.weight_decay:g}"
+        if self.cooldown:
+            text += f", lr linearly to 0 over the last {self.cooldown:.0%} of steps"
+        return text
+
+
+@dataclass(frozen=True)
 class Task:
     """Base class of a benchmark task (a frozen dataclass, so instances are hashable)."""
 
@@ -52,6 +86,15 @@ class Task:
     epochs: ClassVar[dict[str, int]] = {"quick": 20, "full": 60}
     batch_size: ClassVar[int] = 64
     learning_rate: ClassVar[float] = 3e-3
+    weight_decay: ClassVar[float] = 0.0
+    cooldown: ClassVar[float] = 0.0  # see Schedule
+
+    def schedule(self, epochs: int, batch_size: int, learning_rate: float) -> Schedule:
+        """The task's training schedule for the given epochs, batch size and learning rate."""
+        batches = math.ceil(len(self.data().y_train) / batch_size)  # the last one may be short
+        return Schedule(
+            epochs, batch_size, learning_rate, epochs * batches, self.weight_decay, self.cooldown
+        )
 
     def load(self) -> TaskData:
         raise NotImplementedError
@@ -140,8 +183,12 @@ class Spirals(Task):
     name: ClassVar[str] = "spirals"
     description: ClassVar[str] = "3-class noisy 2-D spirals, MLP 2-64-64-3"
     epochs: ClassVar[dict[str, int]] = {"quick": 30, "full": 100}
+    # Without it, accuracy peaks by epoch ~50 and then falls as the net fits the noise (ReLU,
+    # 10 seeds: 88.8% after 100 epochs, 87.9% after 300); with it, 88.9% and 88.8%. Not more:
+    # 3e-3 also holds ReLU level but leaves SmeLU, a slow starter here, at 73% after 100 epochs.
+    weight_decay: ClassVar[float] = 3e-4
     points_per_class: int = 300
-    noise: float = 0.7  # radians of angular noise; leaves ReLU near 88% so activations can differ
+    noise: float = 0.7  # radians of angular noise; leaves ReLU near 89% so activations can differ
 
     def load(self) -> TaskData:
         rng = np.random.default_rng(DATA_SEED)
@@ -200,13 +247,22 @@ class DigitsCNNTask(Digits):
 @dataclass(frozen=True)
 class MNIST1D(Task):
     """MNIST-1D (Greydanus 2020): 4000/1000 length-40 signals made by the `mnist1d` package's
-    own generator (no download); its 1-D CNN."""
+    own generator (no download, identical to the published mnist1d_data.pkl); its ConvBase CNN.
+
+    The authors train with Adam, lr 1e-2, batch 100, no weight decay, for 8000 steps and report
+    94% (one seed); that recipe gave 93.3% mean over seeds 0-2 here. The full suite keeps their
+    model, optimizer, lr and batch and adds weight decay 3e-4 (chosen on a validation split cut
+    from the training set) and a cool-down, which reaches 94.1% mean over 10 seeds (std 0.4)
+    in half their steps.
+    """
 
     name: ClassVar[str] = "mnist1d"
-    description: ClassVar[str] = "MNIST-1D (generated offline), 1-D CNN with 3 conv layers"
-    epochs: ClassVar[dict[str, int]] = {"quick": 15, "full": 50}
+    description: ClassVar[str] = "MNIST-1D (generated offline), ConvBase: 3 conv layers of 25"
+    epochs: ClassVar[dict[str, int]] = {"quick": 25, "full": 100}
     batch_size: ClassVar[int] = 100
-    learning_rate: ClassVar[float] = 3e-3
+    learning_rate: ClassVar[float] = 1e-2
+    weight_decay: ClassVar[float] = 3e-4
+    cooldown: ClassVar[float] = 0.2
 
     def load(self) -> TaskData:
         generator = require(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import hashlib
 import math
@@ -281,7 +282,11 @@ def _train(spec: TrialSpec) -> TrialOutcome:
     data = spec.task.data()
     model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
     paired_init(model, spec.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
+    schedule = spec.task.schedule(spec.epochs, spec.batch_size, spec.learning_rate)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=schedule.learning_rate, weight_decay=schedule.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
     order = torch.Generator().manual_seed(spec.seed)
     saved_bytes = saved_bytes_per_step(
         model, data.x_train[: spec.batch_size], data.y_train[: spec.batch_size]
@@ -302,6 +307,7 @@ def _train(spec: TrialSpec) -> TrialOutcome:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             total_loss += loss.item() * len(batch)
         seconds = time.perf_counter() - start
         if status == "diverged":
@@ -335,6 +341,7 @@ def _train(spec: TrialSpec) -> TrialOutcome:
         "ece": expected_calibration_error(probabilities.numpy(), labels) if finite else math.nan,
         "saved_bytes_per_step": saved_bytes,
         "batch_size": spec.batch_size,
+        "schedule": {**dataclasses.asdict(schedule), "text": str(schedule)},
         "parameters": sum(p.numel() for p in model.parameters()),
         "layers": activation_statistics(model, data.x_train) if finite else [],
         "timing": {
