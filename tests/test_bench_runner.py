@@ -425,3 +425,52 @@ def test_user_mistakes_in_files_raise_user_error(tmp_path, monkeypatch, capsys):
     with pytest.raises(UserError, match="is not a relulab run directory"):
         runner.resume_run(tmp_path)
     assert not (tmp_path / ".lock").exists()
+
+
+_ORPHAN = """
+import multiprocessing, os, sys, time
+from relulab.bench.runner import exit_with_parent
+
+def worker(parent):
+    exit_with_parent(parent, interval=0.05)
+    time.sleep(60)
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("spawn").Process(target=worker, args=(os.getpid(),))
+    child.start()
+    print(child.pid, flush=True)
+    time.sleep(1.0)  # the child is up and watching
+    os._exit(0)  # as after a kill -9: no chance to stop the child
+"""
+
+
+def test_a_worker_ends_when_its_parent_is_killed(tmp_path):
+    script, pids = tmp_path / "orphan.py", tmp_path / "pids.txt"
+    script.write_text(_ORPHAN)  # a file: spawn re-imports the worker function from it
+    with pids.open("w") as out:  # not a pipe, which the orphan would hold open
+        subprocess.run([sys.executable, str(script)], stdout=out, timeout=60, check=True)
+    child = int(pids.read_text().split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.1)
+    assert not _alive(child), "the orphaned worker is still running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as gone
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "zombie" in status.read_text())
+
+
+def test_run_files_are_readable_as_the_umask_allows(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        rundir._UMASK = 0o022
+        rundir.write_text_atomic(tmp_path / "report.md", "x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644

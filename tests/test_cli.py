@@ -105,6 +105,7 @@ def test_show_explains_required_arguments(capsys):
         (["plot", "relu", "rleu"], "did you mean 'relu'"),
         (["plot", "relu", "--range", "2", "1"], "x range must be finite and increasing"),
         (["lsit"], "relulab: error: unknown command 'lsit'; did you mean 'list'?"),
+        (["speed", "--model", "cnnn"], "unknown --model value 'cnnn'; did you mean 'cnn'?"),
         (["list", "--bogus"], "unrecognized arguments: --bogus"),
         (
             ["plot", "relu", "-o", "/nonexistent-dir/x.png"],

@@ -47,12 +47,22 @@ METRICS = "metrics.jsonl"
 PREDICTIONS = "predictions.npy"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once: os.umask can only be read by setting it
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
     )
     try:
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes it private; results are not
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()

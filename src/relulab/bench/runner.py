@@ -9,6 +9,8 @@ import json
 import math
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -177,9 +179,26 @@ def _in_process(specs: list[TrialSpec]) -> Iterator[tuple[TrialSpec, TrialOutcom
         yield spec, run_trial(spec)
 
 
+def exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """A worker's initializer: end this process once ``parent`` is gone. A parent killed
+    with SIGKILL cannot tell its pool to stop, and its workers would live on, idle, for good."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="relulab-exit-with-parent", daemon=True).start()
+
+
 def _process_pool(specs: list[TrialSpec], workers: int) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
     # spawn, not fork: a forked child would inherit torch's thread pools mid-state.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         futures = {pool.submit(run_trial, spec): spec for spec in specs}
         try:
             pending = set(futures)

@@ -257,7 +257,9 @@ class MNIST1D(Task):
     """
 
     name: ClassVar[str] = "mnist1d"
-    description: ClassVar[str] = "MNIST-1D (generated offline), ConvBase: 3 conv layers of 25"
+    description: ClassVar[str] = (
+        "MNIST-1D (generated offline), ConvBase: 3 conv layers of 25 channels"
+    )
     epochs: ClassVar[dict[str, int]] = {"quick": 25, "full": 100}
     batch_size: ClassVar[int] = 100
     learning_rate: ClassVar[float] = 1e-2

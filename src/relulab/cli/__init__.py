@@ -41,7 +41,9 @@ class _Parser(argparse.ArgumentParser):
             options = re.findall(r"'([^']*)'", choice.group(2))
             close = difflib.get_close_matches(choice.group(1), options, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {choice.group(2)})"
-            message = f"unknown command {choice.group(1)!r}{hint}"
+            option = re.match(r"argument (-[^:]*): ", message)  # --model cnnn, not a command
+            what = f"{option.group(1)} value" if option else "command"
+            message = f"unknown {what} {choice.group(1)!r}{hint}"
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
         "bench",
         help="benchmark activations: paired seeds, accuracy, reproducibility, speed, memory",
         description="Train every activation on every task from every seed (same data, order "
-        "and initial weights per seed), then report scores with 95%% CIs, paired tests "
+        "and initial weights per seed), then report scores with 95% CIs, paired tests "
         "against the baseline, prediction difference across seeds, dead units, time, memory.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -161,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if progress:
         progress.close()
-    rows = report.render(run_dir, args.baseline)
+    try:
+        rows = report.render(run_dir, args.baseline)
+    except KeyboardInterrupt:
+        print(f"interrupted; every trial is done: relulab report {run_dir}", file=sys.stderr)
+        return 130
     if not args.quiet or args.json:
         _print_summary(run_dir, rows, args.json)
     return 0
