@@ -350,10 +350,16 @@ def bench_figures(trials: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     activations = trials.config["config"]["activations"]
     colors = {a: f"C{i % 10}" for i, a in enumerate(activations)}
     present = [a for a in activations if any(a in trials.results[t] for t in tasks)]
+    # Every panel labels its rows with the activations' names: room for spec strings such as
+    # 'leaky_relu(negative_slope=0.2)', which would otherwise squeeze the panels.
+    label_room = 0.07 * max(0, max(map(len, present), default=0) - 12)
     figures = {}
     for name, (panels, legend) in BENCH_FIGURES.items():
         figure, axes = _new_figure(
-            len(panels), len(tasks), width=4.6 * len(tasks) + 1.4 * legend, height=3.8 * len(panels)
+            len(panels),
+            len(tasks),
+            width=(4.6 + label_room) * len(tasks) + (1.4 + label_room) * legend,
+            height=3.8 * len(panels),
         )
         for row, draw in enumerate(panels):
             for column, task in enumerate(tasks):
