@@ -66,9 +66,9 @@ class ActivationSite:
 def _torch_matches(cls: type, module: nn.Module | None = None) -> list[tuple[str, tuple]]:
     """(name, argument attributes) of the activations whose torch class ``cls`` is or derives
     from, most specific class first; with ``module``, only those its attributes select."""
-    found = []
+    found, candidates = [], _in_models()
     for base in getattr(cls, "__mro__", ()):
-        for info, equivalent in _in_models():
+        for info, equivalent in candidates:
             if equivalent.module is not base:
                 continue
             if module is None or all(
