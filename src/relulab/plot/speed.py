@@ -1,0 +1,109 @@
+"""``relulab speed --plot``: time and memory ratios, one row per activation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from relulab.plot.figure import new_figure, ratio_axis, save_png
+
+_IMPLEMENTATION_MARKERS = {"fused": "o", "reference": "s", "native": "D", "timm_pattern": "^"}
+
+
+def _dots(axis: Any, labels: list[str], series: dict[str, dict[str, tuple]]) -> None:
+    """One row per label, one marker per series, each with its quartiles as error bars.
+
+    ``series`` maps a series name to {label: (median, q1, q3)}; rows missing from a series
+    are left out of it. Series sit side by side within a row, so their bars do not overlap.
+    """
+    spread = 0.6 / max(len(series), 1)
+    for index, (name, values) in enumerate(series.items()):
+        offset = (index - (len(series) - 1) / 2) * spread
+        rows = [(i, values[label]) for i, label in enumerate(labels) if label in values]
+        medians = np.array([m for _, (m, _, _) in rows])
+        errors = np.array([[m - q1 for _, (m, q1, _) in rows], [q3 - m for _, (m, _, q3) in rows]])
+        axis.errorbar(
+            medians,
+            [i + offset for i, _ in rows],
+            xerr=errors,
+            fmt=_IMPLEMENTATION_MARKERS.get(name, "o"),
+            markersize=4,
+            capsize=2,
+            linewidth=1,
+            label=name,
+            color=f"C{index}",
+        )
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_ylim(len(labels) - 0.5, -0.5)  # the first label on top
+
+
+def _quartiles(summary: dict[str, float], key: str) -> tuple[float, float, float]:
+    return summary[key], summary[f"{key}_q1"], summary[f"{key}_q3"]
+
+
+def speed_figure(result: dict[str, Any], *, target: float | None = None) -> Any:
+    """``relulab speed``'s forward+backward time of each implementation ÷ native ReLU's.
+
+    One row per activation, one marker per implementation (median and quartiles over
+    rounds), on a log axis where the ratios span more than 4×; ``target`` draws a dashed
+    line.
+    """
+    rows = result["rows"]
+    names = list(dict.fromkeys(r["activation"] for r in rows))
+    series: dict[str, dict[str, tuple]] = {}
+    for row in rows:
+        series.setdefault(row["implementation"], {})[row["activation"]] = _quartiles(
+            row["forward_backward"], "to_relu"
+        )
+    figure, axes = new_figure(1, 1, width=7.5, height=1.6 + 0.32 * len(names))
+    axis = axes[0][0]
+    _dots(axis, names, series)
+    if target is not None:
+        axis.axvline(target, color="k", linestyle="--", linewidth=0.8, label=f"target {target}")
+    ratio_axis(axis, "forward+backward time ÷ native ReLU's (median, quartiles)")
+    axis.set_title(
+        f"{result['numel']:,} {result['dtype']} elements, {result['threads']} thread(s), "
+        f"{result['rounds']} rounds",
+        fontsize="medium",
+    )
+    figure.legend(loc="outside upper center", ncols=5, fontsize="small")
+    return figure
+
+
+def training_figure(result: dict[str, Any], *, target: float | None = None) -> Any:
+    """``relulab speed --model``: per model, step time and peak memory ÷ relulab ReLU's.
+
+    One column of panels per model and measure, sharing the activations' rows; ``target``
+    draws a dashed line on the peak-memory panels.
+    """
+    models = list(dict.fromkeys(r["model"] for r in result["rows"]))
+    names = list(dict.fromkeys(r["activation"] for r in result["rows"]))
+    figure, axes = new_figure(
+        1, 2 * len(models), width=1.6 + 3.2 * len(models) * 2, height=1.6 + 0.3 * len(names),
+        sharey=True,
+    )  # fmt: skip
+    for index, model in enumerate(models):
+        time_axis, memory_axis = axes[0][2 * index], axes[0][2 * index + 1]
+        rows = {r["activation"]: r for r in result["rows"] if r["model"] == model}
+        step = {n: _quartiles(r, "step_to_relu") for n, r in rows.items()}
+        _dots(time_axis, names, {"step time": step})
+        ratio_axis(time_axis, "step time ÷ ReLU's\n(median, quartiles)")
+        time_axis.set_title(f"{model}: step time", fontsize="medium")
+        peak = {n: (r["peak_to_relu"],) * 3 for n, r in rows.items()}
+        _dots(memory_axis, names, {"peak memory": peak})
+        memory_label = "peak memory ÷ ReLU's"
+        if target is not None:
+            memory_axis.axvline(target, color="k", linestyle="--", linewidth=0.8)
+            memory_label += f"\n(dashed: target {target})"
+        ratio_axis(memory_axis, memory_label)
+        memory_axis.set_title(f"{model}: peak memory", fontsize="medium")
+    figure.suptitle(f"training steps, {result['threads']} thread(s)", fontsize="medium")
+    return figure
+
+
+def plot_speed(result: dict[str, Any], path: str | Path, *, target: float | None = None) -> Path:
+    """Write :func:`speed_figure` or, for a ``--model`` result, :func:`training_figure`."""
+    draw = training_figure if "model" in result["rows"][0] else speed_figure
+    return save_png(draw(result, target=target), path)

@@ -1,0 +1,49 @@
+"""relulab.plot.curves: activation curves and the PNG writing every figure shares."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pngs import read_png
+from relulab import plot
+from relulab.optional import MissingDependencyError
+
+image = pytest.importorskip("matplotlib.image")
+
+
+def test_activation_curves_one_line_per_spec_per_panel(tmp_path):
+    specs = ["relu", "gelu", "leaky_relu(0.2)"]
+    grid = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    curves = [plot.activation_curve(spec, grid) for spec in specs]
+    figure = plot.activations_figure(curves, derivative=True)
+    assert type(figure.canvas).__name__ == "FigureCanvasAgg"
+    (f, df) = figure.axes
+    assert [line.get_label() for line in f.lines if not line.get_label().startswith("_")] == specs
+    leaky = f.lines[2]
+    assert leaky.get_ydata()[0] == pytest.approx(-0.6) and df.lines[2].get_ydata()[0] == 0.2
+    path = plot.save_png(figure, tmp_path / "curves")
+    assert path == tmp_path / "curves.png"
+    read_png(path, figure)
+
+
+def test_plot_activations_writes_one_panel_or_two(tmp_path):
+    one = plot.plot_activations(["relu"], tmp_path / "one.png", points=11)
+    two = plot.plot_activations(["relu"], tmp_path / "two.PNG", derivative=True, points=11)
+    assert (one, two) == (tmp_path / "one.png", tmp_path / "two.PNG")
+    assert image.imread(two).shape[1] == 2 * image.imread(one).shape[1]
+
+
+def test_png_path_adds_the_suffix_only_when_missing(tmp_path):
+    assert plot.png_path(tmp_path / "a") == tmp_path / "a.png"
+    assert plot.png_path(tmp_path / "a.b") == tmp_path / "a.b.png"
+    assert plot.png_path("a.PNG") == Path("a.PNG")
+
+
+def test_drawing_without_matplotlib_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'relulab\[plot\]'"):
+        plot.activations_figure([])
