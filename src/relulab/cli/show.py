@@ -8,7 +8,7 @@ import torch
 
 from relulab.cli.output import format_table, print_json
 from relulab.plot import activation_curve
-from relulab.registry import REQUIRED, activation_info, parse_spec
+from relulab.registry import REQUIRED, activation_info, format_spec, parse_spec
 
 SAMPLE_POINTS = (-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0)
 
@@ -26,6 +26,12 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def _format_parameters(values: dict) -> str:
+    return ", ".join(
+        f"{k}=<required>" if v is REQUIRED else f"{k}={v!r}" for k, v in values.items()
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     name, arguments = parse_spec(args.name)
     info = activation_info(name)
@@ -37,25 +43,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         curve = activation_curve(args.name, torch.tensor(SAMPLE_POINTS))
         samples = list(zip(curve.x, curve.y, curve.dy))
+    # The spec's own arguments over the registry's defaults: what the values below use.
+    values = {**info.parameters, **arguments}
     if args.json:
         data = info.to_dict()
+        data["defaults"] = data["parameters"]
+        data["parameters"] = {**data["parameters"], **arguments}
         data["arguments"] = arguments
         data["samples"] = samples if isinstance(samples, str) else [
             {"x": x, "f": y, "df": dy} for x, y, dy in samples
         ]  # fmt: skip
         print_json(data)
         return 0
-    parameters = ", ".join(
-        f"{k}=<required>" if v is REQUIRED else f"{k}={v!r}" for k, v in info.parameters.items()
-    )
+    parameters = _format_parameters(values)
     flags = ", ".join(
         f"{k}={'yes' if v else 'no'}" for k, v in info.properties().items() if k != "trainable"
     )
     lines = [
-        info.name + (f"  (aliases: {', '.join(info.aliases)})" if info.aliases else ""),
+        format_spec(info.name, arguments)
+        + (f"  (aliases: {', '.join(info.aliases)})" if info.aliases else ""),
         f"  formula     {info.formula}",
         f"  paper       {info.paper}",
         f"  parameters  {parameters or 'none'}",
+    ]
+    if arguments:
+        lines.append(f"  defaults    {_format_parameters(info.parameters)}")
+    lines += [
         f"  properties  {flags}",
         f"  trains      {', '.join(info.trainable) or 'nothing'}",
         f"  torch       {info.torch_equivalent or '-'}",
@@ -67,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(samples, str):
         print(f"values: {samples}")
     else:
-        print(f"values of {args.name if arguments else info.name} (derivative by autograd):")
+        print(f"values of {format_spec(info.name, arguments)} (derivative by autograd):")
         rows = [[f"{x:g}", f"{y:.6g}", f"{dy:.6g}"] for x, y, dy in samples]
         print(format_table(["x", "f(x)", "f'(x)"], rows))
     return 0
