@@ -10,6 +10,11 @@ from relulab import plot
 image = pytest.importorskip("matplotlib.image")
 
 
+def _legend(figure) -> list[str]:
+    (legend,) = figure.legends
+    return [text.get_text() for text in legend.get_texts()]
+
+
 def summary(median: float, spread: float = 0.1) -> dict[str, float]:
     return {"to_relu": median, "to_relu_q1": median - spread, "to_relu_q3": median + spread}
 
@@ -42,6 +47,12 @@ def test_speed_figure_one_row_per_activation_one_marker_per_implementation(tmp_p
     }
     assert axis.get_xscale() == "log"  # 1.0 to 9.0
     assert [line.get_xdata()[0] for line in axis.lines if line.get_linestyle() == "--"] == [1.15]
+    # Issue 10.3: positions on the log axis, no bars from an arbitrary floor; the line at 1
+    # says what 1 is, and so does the axis
+    assert not axis.patches
+    assert 1.0 in [line.get_xdata()[0] for line in axis.lines if line.get_linestyle() == "-"]
+    assert _legend(figure)[0] == "1 = torch.relu forward+backward (the row relu native)"
+    assert "÷ torch.relu's, same round" in axis.get_xlabel()
     read_png(plot.plot_speed(SPEED, tmp_path / "speed.png", target=1.15), figure)
 
 
@@ -75,4 +86,7 @@ def test_training_figure_a_step_and_a_peak_panel_per_model(tmp_path):
     assert marker_x(peak.containers[0]) == [1.0, 1.33, 0.83]
     labels = [t.get_text() for t in step.get_yticklabels()]
     assert labels == ["relu", "golu", "relu (torch)"]
+    assert not step.patches and not peak.patches
+    assert _legend(figure) == ["1 = the row relu (relulab's ReLU)", "peak memory target 1.05"]
+    assert "÷ relu's, same round" in step.get_xlabel()
     read_png(plot.plot_speed(TRAINING, tmp_path / "training", target=1.05), figure)

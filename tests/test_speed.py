@@ -4,16 +4,19 @@ costs are known, its saved bytes against hand-computed sizes, and the command's 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from relulab import speed
+from relulab import plot, speed
 from relulab.cli import main
 from relulab.cli import speed as speed_command
 from relulab.kernels import compilation
+from relulab.plot.figure import png_path
 
 # --- statistics ---------------------------------------------------------------------------
 
@@ -80,13 +83,12 @@ class FakeMachine:
 def test_round_robin_ratios_come_out_exact_whatever_the_drift():
     drift = [1.0, 3.0, 0.5, 10.0, 2.0]  # the machine slows and speeds up between rounds
     machine = FakeMachine(drift)
-    costs = {"big": 0.05, "small": 3e-7, "mid": 2e-3}
+    costs = {"big": 0.05, "small": 3e-7, "mid": 2e-3, "ref": 1e-3}
     calls = {name: machine.call(name, cost) for name, cost in costs.items()}
-    yardsticks = {"to_ref": machine.call("ref", 1e-3)}
     threads = 1 if torch.get_num_threads() != 1 else 2
     timings = speed.round_robin(
         calls,
-        yardsticks,
+        {"to_ref": "ref"},
         rounds=len(drift),
         threads=threads,
         clock=machine.clock,
@@ -116,13 +118,36 @@ def test_a_slow_yardstick_sample_does_not_skew_its_round():
         machine.now += 50e-3 if machine.round >= 0 and count == 0 else 1e-3
 
     timings = speed.round_robin(
-        {"x": machine.call("x", 2e-3)},
-        {"to_ref": yardstick},
+        {"x": machine.call("x", 2e-3), "ref": yardstick},
+        {"to_ref": "ref"},
         rounds=3,
         clock=machine.clock,
         progress=machine.progress,
     )
     assert timings["x"].ratios["to_ref"] == pytest.approx([2.0, 2.0, 2.0])
+
+
+def test_the_reference_row_is_the_yardsticks_own_measurement():
+    """Issue 10.3: the yardstick's row reads exactly 1, from the samples its ratios use."""
+    machine = FakeMachine([1.0, 1.0, 1.0, 1.0])
+    samples = iter([1.0, 3.0, 2.0] * 4 + [9.0] * 10)  # ms; a 4th call per round would be 9
+
+    def noisy() -> None:
+        machine.now += next(samples) * 1e-3 if machine.round >= 0 else 0.05
+
+    timings = speed.round_robin(
+        {"x": machine.call("x", 4e-3), "ref": noisy},
+        {"to_ref": "ref"},
+        rounds=4,
+        clock=machine.clock,
+        progress=machine.progress,
+    )
+    # the row is the median of the round's 3 samples, 2 ms, not another call of 1 to 9 ms
+    assert timings["ref"].seconds == pytest.approx([2e-3] * 4)
+    assert timings["ref"].ratios["to_ref"] == [1.0] * 4  # exactly: the same float
+    assert timings["x"].ratios["to_ref"] == pytest.approx([2.0] * 4)
+    with pytest.raises(ValueError, match="not among the calls"):
+        speed.round_robin({"x": noisy}, {"to_ref": "ref"}, rounds=1)
 
 
 # --- saved bytes and the command's output -------------------------------------------------
@@ -167,6 +192,13 @@ def test_speed_json_has_a_row_per_implementation_and_ratios_within_rounds(capsys
     assert {i for a, i in rows if a == "mish"} == {"fused", "reference", "native", "timm_pattern"}
     fused = rows[("mish", "fused")]["forward_backward"]
     assert {"to_clone", "to_relu", "to_reference", "to_native"} <= set(fused)
+    assert set(data["references"]) == {"to_clone", "to_relu", "to_reference", "to_native"}
+    assert data["clone_seconds"] > 0
+    # Issue 10.3: the row relu native is the to_relu yardstick's own measurement, so it
+    # reads 1 exactly in every round (a separate measurement of torch.relu read 0.76-1.04)
+    relu = rows[("relu", "native")]["forward_backward"]
+    assert (relu["to_relu"], relu["to_relu_q1"], relu["to_relu_q3"]) == (1.0, 1.0, 1.0)
+    assert fused["to_relu"] * relu["seconds"] == pytest.approx(fused["seconds"], rel=1.0)
     assert "to_native" not in rows[("golu", "fused")]["forward_backward"]
     assert "to_reference" not in rows[("golu", "reference")]["forward_backward"]
 
@@ -195,28 +227,153 @@ def test_targets_table_takes_its_ratios_within_rounds():
     assert line.split() == ["mish", "1.10", "ok", "4.0x", "ok", "0.50", "1.000"]
 
 
-def test_speed_table_and_plot(capsys, tmp_path):
+def _row(text: str, *cells: str) -> list[str]:
+    """The table line that starts with ``cells``, split at runs of 2+ spaces."""
+    import re
+
+    for line in text.splitlines():
+        fields = re.split(r"\s{2,}", line.strip())
+        if fields[: len(cells)] == list(cells):
+            return fields
+    raise AssertionError(f"no row {cells} in:\n{text}")
+
+
+def test_speed_table_states_each_reference_and_the_plot(capsys, tmp_path):
     argv = ["speed", "relu", "gelu", "--numel", "2048", "--rounds", "2", "--threads", "1"]
     code = main([*argv, "--plot", str(tmp_path / "s")])
     out = capsys.readouterr().out
-    assert code == 0 and "fwd+bwd ×native ReLU" in out and "faster than eager" in out
-    assert f"plot: {tmp_path / 's.png'}" in out
+    assert code == 0 and "faster than eager" in out
+    # Issue 10.3: what each ratio divides by, and the reference row reads exactly 1.00
+    assert "÷ x.clone() of the same tensor (" in out
+    assert "÷ torch.relu forward+backward, the row relu native (" in out
+    header = _row(out, "activation", "implementation")
+    assert header[2:5] == ["fwd ÷ clone", "fwd+bwd ÷ clone", "fwd+bwd ÷ relu native"]
+    assert _row(out, "relu", "native")[4] == "1.00 (1.00–1.00)"
+    assert "fwd+bwd ÷ relu native (≤ 1.15)" in _row(out, "fused kernel")
+    assert out.rstrip().endswith(f"plot: {tmp_path / 's.png'}")
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_problems_are_found_before_the_run(capsys, monkeypatch, tmp_path):
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A directory in which this process cannot create a file (as root: /sys, if sysfs)."""
+    for candidate in (tmp_path / "read-only", Path("/sys")):
+        if candidate.parent == tmp_path:
+            candidate.mkdir()
+            candidate.chmod(0o500)
+        try:
+            os.close(os.open(candidate / "probe.png", os.O_WRONLY | os.O_CREAT, 0o644))
+            os.unlink(candidate / "probe.png")
+        except OSError:
+            yield candidate
+            break
+    else:
+        pytest.skip("no directory this process cannot write in")
+    (tmp_path / "read-only").chmod(0o700)
+
+
+def test_plot_problems_are_found_before_the_run(capsys, monkeypatch, tmp_path, unwritable_dir):
+    """Issue 10.2: a bad --plot costs no timing, and ends in one line naming the file."""
+
     def no_run(*args, **kwargs):
         raise AssertionError("timed before checking --plot")
 
     monkeypatch.setattr(speed, "elementwise", no_run)
-    missing = tmp_path / "no-such-dir" / "s.png"
-    assert main(["speed", "golu", "--plot", str(missing)]) == 2
-    assert f"cannot write {missing}: no directory" in capsys.readouterr().err
+    monkeypatch.setattr(speed, "training_step", no_run)
+    (tmp_path / "a-dir.png").mkdir()
+    (tmp_path / "a-file").write_text("")
+    cases = {
+        tmp_path / "no-such-dir" / "s.png": f"'{tmp_path / 'no-such-dir'}' does not exist",
+        tmp_path / "a-file" / "s.png": f"'{tmp_path / 'a-file'}' is not a directory",
+        tmp_path / "a-dir": "it is a directory; try",  # a-dir.png is what would be written
+        unwritable_dir / "s.png": "Permission denied",
+    }
+    for model in ([], ["--model", "mlp"]):
+        for path, problem in cases.items():
+            assert main(["speed", "golu", *model, "--plot", str(path)]) == 2, path
+            err = capsys.readouterr().err
+            assert err.startswith(f"relulab speed: error: cannot write {png_path(path)}: ")
+            assert problem in err and len(err.splitlines()) == 1, err
     assert main(["speed", "golu", "--plot", ""]) == 2
     assert "--plot must name a file, got ''" in capsys.readouterr().err
+    assert not list(unwritable_dir.glob("s.png"))
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["speed", "golu", "--plot", str(tmp_path / "s.png")]) == 2
     assert "pip install 'relulab[plot]'" in capsys.readouterr().err
+
+
+def test_checking_the_plot_path_leaves_no_file_and_changes_none(tmp_path):
+    speed_command._check_plot(str(tmp_path / "new"))
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "old.png").write_bytes(b"old figure")
+    speed_command._check_plot(str(tmp_path / "old.png"))
+    assert (tmp_path / "old.png").read_bytes() == b"old figure"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_the_tables_are_printed_before_a_plot_that_fails(capsys, monkeypatch, tmp_path, as_json):
+    """Issue 10.2: the file goes between the check and the plot; the figures are kept."""
+    target = tmp_path / "s.png"
+
+    def gone(result, path, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", str(target))
+
+    monkeypatch.setattr(plot, "plot_speed", gone)
+    argv = ["speed", "relu", "--numel", "512", "--rounds", "1", "--threads", "1"]
+    assert main([*argv, "--plot", str(target), *(["--json"] if as_json else [])]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot write {target}: No such file or directory" in captured.err
+    if as_json:
+        data = json.loads(captured.out)
+        assert data["rows"][0]["activation"] == "relu" and data["plot"] == str(target)
+    else:
+        assert _row(captured.out, "relu", "native")[4] == "1.00 (1.00–1.00)"
+        assert "plot:" not in captured.out
+
+
+def test_peak_memory_keeps_native_writes_to_stderr_out_and_python_lines_in(capfd):
+    """Issue 10.2: torch's profiler writes its notes to descriptor 2 from C++; they go, only
+    for the profiled step, while Python's stderr (relulab's progress lines) still shows."""
+
+    def step():
+        os.write(2, b"native note\n")  # as C++ writes, past sys.stderr
+        print("python line", file=sys.stderr)
+        torch.empty(1 << 10)
+
+    def failing_step():
+        os.write(2, b"native note\n")
+        raise RuntimeError("boom")
+
+    # sys.stderr as a terminal has it: a stream on descriptor 2 (capfd's own is not)
+    with open(2, "w", closefd=False) as stream, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stderr", stream)
+        os.write(2, b"before\n")
+        speed.peak_memory(step)
+        os.write(2, b"after\n")
+        with pytest.raises(RuntimeError, match="boom"):
+            speed.peak_memory(failing_step)
+        os.write(2, b"restored\n")
+    err = capfd.readouterr().err
+    assert err.split() == ["before", "python", "line", "after", "restored"], err
+
+
+def test_model_table_states_its_reference_and_keeps_profiler_noise_out(capfd):
+    """Issue 10.2 and 10.3, end to end: no profiler notes on stderr, progress lines on it;
+    the row relu is the yardstick's own measurement and reads 1.00."""
+    with compilation(False):
+        argv = ["speed", "relu", "--model", "mlp", "--rounds", "1", "--threads", "1"]
+        assert main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "mlp: peak memory of relu (torch)" in err and "mlp: round 1/1" in err
+    assert "profiler_start" not in err and "Memory block of unknown size" not in err, err
+    assert "this row's step time ÷ the row relu's from the same round" in out
+    assert _row(out, "model", "activation")[3:6] == [
+        "step ÷ relu",
+        "peak MiB",
+        "peak ÷ relu (≤ 1.05)",
+    ]
+    assert _row(out, "mlp", "relu")[3] == "1.00 (1.00–1.00)"
+    assert _row(out, "mlp", "relu")[5] == "1.000 ok"
 
 
 def test_peak_memory_sees_what_a_step_allocates():
@@ -240,6 +397,9 @@ def test_training_step_json_and_plot(capsys, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = {r["activation"]: r for r in data["rows"]}
     assert set(rows) == {"relu", "relu (torch)", "golu"}
+    assert set(data["references"]) == {"step_to_relu", "peak_to_relu"}
+    relu = rows["relu"]  # the yardstick's own measurement (issue 10.3)
+    assert (relu["step_to_relu"], relu["step_to_relu_q1"], relu["step_to_relu_q3"]) == (1, 1, 1)
     # GoLU keeps x (512 × 1024 floats: 2 MiB) where relulab's ReLU keeps a 1-byte mask
     # (0.5 MiB): at the peak, 1 to 4 of the MLP's 4 activation layers hold theirs.
     extra = rows["golu"]["peak_bytes"] - rows["relu"]["peak_bytes"]

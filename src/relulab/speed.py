@@ -4,19 +4,23 @@ For each activation and each implementation (relulab's fused kernel; relulab's r
 formula under autograd; torch's native module where torch has one; the timm pattern, i.e.
 a save-input-only autograd Function with eager formulas, which is relulab's fused kernel with
 compilation off) this times forward and forward+backward on one tensor, next to a clone of
-that tensor (the memory-bandwidth yardstick) and native ReLU. Rounds go round-robin over
-every implementation (:func:`round_robin`), and ratios are taken within each round, so that
-a machine's drift hits numerator and denominator alike; the figures are the median and
-quartiles over rounds.
+that tensor (the memory-bandwidth yardstick) and torch's native ReLU. Rounds go round-robin
+over every implementation (:func:`round_robin`), and ratios are taken within each round, so
+that a machine's drift hits numerator and denominator alike; the figures are the median and
+quartiles over rounds. Each reference is one of the rows, measured once per round: the row
+``relu native`` forward+backward is the time every ``to_relu`` ratio divides by, so it reads
+exactly 1.
 
 :func:`training_step` does the same for whole training steps of an MLP and a small CNN:
-step time and peak memory relative to ReLU.
+step time and peak memory relative to relulab's ReLU (the row ``relu``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
+import sys
 import time
 import timeit
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -143,7 +147,7 @@ def _warm_up(
 
 def round_robin(
     calls: Mapping[Key, Callable[[], Any]],
-    yardsticks: Mapping[str, Callable[[], Any]],
+    yardsticks: Mapping[str, Key],
     *,
     rounds: int,
     threads: int = 2,
@@ -152,50 +156,65 @@ def round_robin(
 ) -> dict[Key, Timing]:
     """Time every call once per round, in turn, against yardsticks timed in the same round.
 
-    Each call and each yardstick is warmed up first, once (see ``_warm_up``). A round
-    times each yardstick ``YARDSTICK_SAMPLES`` times (their median is the round's), then one
-    block of each call, and records every call's seconds and its ratio to each yardstick.
-    A machine that slows down between rounds slows numerator and denominator alike.
+    A yardstick is one of the calls, measured once per round: its own row and every ratio
+    to it share that measurement, so its ratio to itself is exactly 1. Each call is warmed
+    up first, once (see ``_warm_up``). A round times each yardstick ``YARDSTICK_SAMPLES``
+    times (their median is the round's), then one block of each other call, and records
+    every call's seconds and its ratio to each yardstick. A machine that slows down between
+    rounds slows numerator and denominator alike.
 
     Args:
         calls: what to time, by key.
-        yardsticks: by the name its ratios get (``to_relu``, say).
+        yardsticks: the key of a call, by the name its ratios get (``to_relu``, say).
         rounds: timed rounds.
         threads: torch's intra-op threads while timing.
         clock: seconds, for tests; :func:`time.perf_counter` by default.
         progress: called with a line before each warm-up and each round.
     """
+    unknown = [key for key in yardsticks.values() if key not in calls]
+    if unknown:
+        raise ValueError(f"yardsticks {unknown} are not among the calls")
 
     def label(key: Hashable) -> str:
         return " ".join(map(str, key)) if isinstance(key, tuple) else str(key)
 
-    warmed: dict[int, Callable[[], float]] = {}  # by id(call): a yardstick may be a call too
-
     def warm_up(key: Hashable, call: Callable[[], Any]) -> Callable[[], float]:
-        if id(call) not in warmed:
-            if progress:
-                progress(f"warming up {label(key)}")
-            warmed[id(call)] = _warm_up(call, threads, clock)
-        return warmed[id(call)]
+        if progress:
+            progress(f"warming up {label(key)}")
+        return _warm_up(call, threads, clock)
 
     timings: dict[Key, Timing] = {key: Timing() for key in calls}
     with _threads(threads):
-        reference = {n: warm_up(f"yardstick {n}", call) for n, call in yardsticks.items()}
         timers = {key: warm_up(key, call) for key, call in calls.items()}
         for round_index in range(rounds):
             if progress:
                 progress(f"round {round_index + 1}/{rounds}")
-            seconds = {
-                name: statistics.median(time_block() for _ in range(YARDSTICK_SAMPLES))
-                for name, time_block in reference.items()
+            measured = {
+                key: statistics.median(timers[key]() for _ in range(YARDSTICK_SAMPLES))
+                for key in dict.fromkeys(yardsticks.values())
             }
             for key, time_block in timers.items():
-                timings[key].add(time_block(), **seconds)
+                if key not in measured:
+                    measured[key] = time_block()
+            references = {name: measured[key] for name, key in yardsticks.items()}
+            for key in calls:
+                timings[key].add(measured[key], **references)
     return timings
 
 
 def _prefixed(progress: Callable[[str], None] | None, prefix: str) -> Callable[[str], None]:
     return lambda line: progress(prefix + line) if progress else None
+
+
+# The memory-bandwidth yardstick's key among elementwise's calls.
+CLONE = ("clone",)
+# What each ratio of :func:`elementwise` divides by; every time is from the same round.
+ELEMENTWISE_REFERENCES = {
+    "to_clone": "x.clone() of the same tensor (clone_seconds)",
+    "to_relu": "torch.relu forward+backward (the row relu native)",
+    "to_reference": "the same activation's reference formula under autograd",
+    "to_native": "the same activation's torch module",
+}
 
 
 def elementwise(
@@ -210,9 +229,11 @@ def elementwise(
     """Forward and forward+backward of each activation's implementations, side by side.
 
     Each row's ``forward`` and ``forward_backward`` summaries (see :meth:`Timing.summary`)
-    hold the ratios to a clone (``to_clone``) and to native ReLU (``to_relu``) and, where
-    they exist, to the same activation's reference and native implementations
-    (``to_reference``, ``to_native``), all taken round by round.
+    hold the ratios to a clone (``to_clone``) and to native ReLU's forward+backward
+    (``to_relu``) and, where they exist, to the same activation's reference and native
+    implementations (``to_reference``, ``to_native``), all taken round by round; the
+    result's ``references`` says so. The row ``relu native`` is ReLU's measurement itself:
+    its ``forward_backward["to_relu"]`` is 1. ``clone_seconds`` is the clone's median time.
     """
     names = _elementwise_names(names)
     generator = torch.Generator().manual_seed(0)
@@ -239,23 +260,21 @@ def elementwise(
 
         return call
 
-    calls: dict[tuple[str, str, str], Callable[[], Any]] = {}
+    calls: dict[tuple[str, ...], Callable[[], Any]] = {CLONE: lambda: x.clone()}
     for (name, implementation), module in variants.items():
         compiled = implementation == "fused"
         calls[(name, implementation, "forward")] = forward(module, compiled)
         calls[(name, implementation, "forward_backward")] = forward_backward(module, compiled)
-    yardsticks = {
-        "to_clone": lambda: x.clone(),
-        "to_relu": calls[("relu", "native", "forward_backward")],
-    }
+    yardsticks = {"to_clone": CLONE, "to_relu": ("relu", "native", "forward_backward")}
     timings = round_robin(calls, yardsticks, rounds=rounds, threads=threads, progress=progress)
     # Against the same activation's eager formula and torch's kernel, also round by round.
-    for name, implementation, kind in calls:
-        for other in ("reference", "native"):
-            if other != implementation and (name, other, kind) in timings:
-                timings[(name, implementation, kind)].relative_to(
-                    f"to_{other}", timings[(name, other, kind)]
-                )
+    for name, implementation in variants:
+        for kind in ("forward", "forward_backward"):
+            for other in ("reference", "native"):
+                if other != implementation and (name, other) in variants:
+                    timings[(name, implementation, kind)].relative_to(
+                        f"to_{other}", timings[(name, other, kind)]
+                    )
     input_bytes = x.numel() * x.element_size()
     rows = []
     for (name, implementation), module in variants.items():
@@ -276,6 +295,8 @@ def elementwise(
         "threads": threads,
         "rounds": rounds,
         "compiled_kernels": compiled_kernels_available(),
+        "references": ELEMENTWISE_REFERENCES,
+        "clone_seconds": timings[CLONE].summary()["seconds"],
         "rows": rows,
     }
 
@@ -306,22 +327,56 @@ MODELS = {
 }
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 to /dev/null, for the block's length.
+
+    torch's profiler writes its own notes there (``profiler_start``, ``Memory block of
+    unknown size ...``), past ``sys.stderr``. Python's ``sys.stderr``, where it writes to
+    descriptor 2, is pointed at the terminal meanwhile, so relulab's own lines still show.
+    """
+    with contextlib.ExitStack() as stack:
+        terminal = os.dup(2)
+        stack.callback(os.close, terminal)
+        try:
+            sys.stderr.flush()  # what Python wrote before goes out first
+            writes_to_fd_2 = sys.stderr.fileno() == 2
+        except (AttributeError, OSError, ValueError):  # None, or a stream without a descriptor
+            writes_to_fd_2 = False
+        if writes_to_fd_2:
+            stream = open(  # noqa: SIM115 (closed by the stack)
+                terminal, "w", buffering=1, encoding=sys.stderr.encoding, closefd=False
+            )
+            stack.enter_context(stream)
+            stack.enter_context(contextlib.redirect_stderr(stream))
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        stack.callback(os.dup2, terminal, 2)  # first of the callbacks to run
+        yield
+
+
 def peak_memory(step: Callable[[], Any]) -> int:
     """The most bytes that ``step`` holds at once beyond what existed before it.
 
     From the profiler's memory record: each op's own allocations net of its own frees
     (``self_cpu_memory_usage``, so nested ops are not counted twice) and the frees that
-    happen between ops (``[memory]`` events), replayed in time order.
+    happen between ops (``[memory]`` events), replayed in time order. The profiler's own
+    notes on descriptor 2 are silenced (see ``_native_stderr_silenced``).
     """
     activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
-        step()
+    with _native_stderr_silenced():
+        with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
+            step()
+        events = profiler.events()
     changes = sorted(
         (
             e.time_range.start,
             e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage,
         )
-        for e in profiler.events()
+        for e in events
     )
     current = peak = 0
     for _, change in changes:
@@ -338,7 +393,12 @@ def training_step(
     rounds: int = 5,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Step time (forward, backward, Adam) and peak memory of each activation, relative to ReLU."""
+    """Step time (forward, backward, Adam) and peak memory of each activation, relative to ReLU.
+
+    Each row's ``step_to_relu`` is its step time ÷ the row ``relu``'s (relulab's ReLU) in
+    the same round, median and quartiles over rounds; the row ``relu`` is that measurement
+    itself, so it reads exactly 1. ``peak_to_relu`` is its peak memory ÷ the row ``relu``'s.
+    """
     names = _elementwise_names(names)
     rows = []
     with _threads(threads):
@@ -371,7 +431,7 @@ def training_step(
                 memory[name] = peak_memory(step)
             timings = round_robin(
                 steps,
-                {"to_relu": steps["relu"]},
+                {"to_relu": "relu"},  # the row relu is the yardstick's measurement
                 rounds=rounds,
                 threads=threads,
                 progress=_prefixed(progress, f"{model_name}: "),
@@ -390,4 +450,8 @@ def training_step(
                         "peak_to_relu": memory[name] / memory["relu"],
                     }
                 )
-    return {"threads": threads, "rounds": rounds, "rows": rows}
+    references = {
+        "step_to_relu": "the row relu's step time (relulab's ReLU), same round",
+        "peak_to_relu": "the row relu's peak memory",
+    }
+    return {"threads": threads, "rounds": rounds, "references": references, "rows": rows}

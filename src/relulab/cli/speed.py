@@ -73,12 +73,24 @@ def _ratio(summary: dict, key: str) -> str:
     return f"{summary[key]:.2f} ({summary[key + '_q1']:.2f}–{summary[key + '_q3']:.2f})"
 
 
+def _milliseconds(seconds: float) -> str:
+    return f"{1000 * seconds:.3g} ms"
+
+
 def _elementwise_tables(result: dict) -> str:
     rows = result["rows"]
     compiled = "yes" if result["compiled_kernels"] else "no"
+    by = {(r["activation"], r["implementation"]): r for r in rows}
+    clone = _milliseconds(result["clone_seconds"])
+    relu = _milliseconds(by[("relu", "native")]["forward_backward"]["seconds"])
     lines = [
-        f"{result['numel']:,} {result['dtype']} elements; ratios are medians (quartiles) over "
-        f"{result['rounds']} rounds; compiled kernels: {compiled}",
+        f"{result['numel']:,} {result['dtype']} elements, {result['rounds']} rounds; "
+        f"compiled kernels: {compiled}",
+        "Each ratio divides this row's time by its reference's from the same round; "
+        "the table shows the median (quartiles) over rounds.",
+        f"  ÷ clone        ÷ x.clone() of the same tensor ({clone})",
+        f"  ÷ relu native  ÷ torch.relu forward+backward, the row relu native ({relu}): "
+        "that row reads 1.00",
         "",
     ]
     table = [
@@ -95,9 +107,9 @@ def _elementwise_tables(result: dict) -> str:
     headers = [
         "activation",
         "implementation",
-        "fwd ×clone",
-        "fwd+bwd ×clone",
-        "fwd+bwd ×native ReLU",
+        "fwd ÷ clone",
+        "fwd+bwd ÷ clone",
+        "fwd+bwd ÷ relu native",
         "saved/input",
     ]
     lines += [format_table(headers, table), "", _targets(rows)]
@@ -132,12 +144,18 @@ def _targets(rows: list[dict]) -> str:
         )
     headers = [
         "fused kernel",
-        f"fwd+bwd ×ReLU (≤ {TARGET_TO_RELU})",
+        f"fwd+bwd ÷ relu native (≤ {TARGET_TO_RELU})",
         f"faster than eager (≥ {TARGET_EAGER_SPEEDUP:.0f}x)",
-        "×torch native",
+        "÷ its torch module",
         "saved/input",
     ]
-    return format_table(headers, table)
+    caption = (
+        "The fused kernel's forward+backward against the targets, medians of per-round "
+        "ratios:\n÷ relu native as above; faster than eager = the row reference's time ÷ the "
+        "row fused's;\n÷ its torch module = the row fused's time ÷ the row native's "
+        "(the same activation's torch module)."
+    )
+    return f"{caption}\n\n{format_table(headers, table)}"
 
 
 def _training_table(result: dict) -> str:
@@ -156,11 +174,18 @@ def _training_table(result: dict) -> str:
         "model",
         "activation",
         "step ms",
-        "step ×ReLU",
+        "step ÷ relu",
         "peak MiB",
-        f"peak ×ReLU (≤ {TARGET_PEAK})",
+        f"peak ÷ relu (≤ {TARGET_PEAK})",
     ]
-    return format_table(headers, table)
+    caption = (
+        f"A step is forward, backward and Adam; {result['rounds']} rounds. The reference is "
+        "the row relu (relulab's ReLU), which reads 1.00;\nrelu (torch) is nn.ReLU.\n"
+        "  step ÷ relu  this row's step time ÷ the row relu's from the same round, "
+        "median (quartiles) over rounds\n"
+        "  peak ÷ relu  this row's peak memory in a step ÷ the row relu's"
+    )
+    return f"{caption}\n\n{format_table(headers, table)}"
 
 
 def _plot(result: dict, path: str) -> str:
@@ -178,18 +203,34 @@ def _plot(result: dict, path: str) -> str:
 
 
 def _check_plot(path: str) -> None:
-    """Before a run of minutes: matplotlib is there and the plot's directory exists."""
+    """Before a run of minutes: matplotlib is there and the PNG can be written."""
     from relulab.optional import require
+    from relulab.plot.figure import png_path
 
     if not Path(path).name:
         raise UserError(f"--plot must name a file, got {path!r}")
     require("matplotlib", extra="plot", purpose="--plot")
-    if not Path(path).parent.is_dir():
-        raise UserError(f"cannot write {path}: no directory {str(Path(path).parent)!r}")
+    target = png_path(path)
+    if target.is_dir():
+        raise UserError(f"cannot write {target}: it is a directory; try {target / 'speed.png'}")
+    if not target.parent.is_dir():
+        problem = "is not a directory" if target.parent.exists() else "does not exist"
+        raise UserError(f"cannot write {target}: {str(target.parent)!r} {problem}")
+    # Opening it is the one exact test (permissions, a read-only file system, root's rights);
+    # appending leaves a file that is there unchanged, and one made here goes again.
+    existed = target.exists()
+    try:
+        with open(target, "ab"):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
+    if not existed:
+        target.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from relulab import speed
+    from relulab.plot.figure import png_path
 
     for option in ("numel", "threads", "rounds"):
         if getattr(args, option) < 1:
@@ -209,30 +250,28 @@ def run(args: argparse.Namespace) -> int:
             names, models=models, threads=args.threads, rounds=args.rounds, progress=progress
         )
         result["machine"] = _machine(args.threads)
-        if args.plot:
-            result["plot"] = _plot(result, args.plot)
-        if args.json:
-            print_json(result)
-        else:
-            print(f"training steps on {result['machine']}\n\n{_training_table(result)}")
-            if args.plot:
-                print(f"\nplot: {result['plot']}")
-        return 0
-    result = speed.elementwise(
-        names,
-        numel=args.numel,
-        dtype=DTYPES[args.dtype],
-        threads=args.threads,
-        rounds=args.rounds,
-        progress=progress,
-    )
-    result["machine"] = _machine(args.threads)
+        text = f"training steps on {result['machine']}\n{_training_table(result)}"
+    else:
+        result = speed.elementwise(
+            names,
+            numel=args.numel,
+            dtype=DTYPES[args.dtype],
+            threads=args.threads,
+            rounds=args.rounds,
+            progress=progress,
+        )
+        result["machine"] = _machine(args.threads)
+        text = f"{result['machine']}\n{_elementwise_tables(result)}"
     if args.plot:
-        result["plot"] = _plot(result, args.plot)
+        result["plot"] = str(png_path(args.plot))  # drawn below
+    # The figures first: a plot that fails after minutes of timing loses none of them.
     if args.json:
         print_json(result)
     else:
-        print(f"{result['machine']}\n{_elementwise_tables(result)}")
-        if args.plot:
+        print(text)
+    sys.stdout.flush()
+    if args.plot:
+        _plot(result, args.plot)
+        if not args.json:
             print(f"\nplot: {result['plot']}")
     return 0

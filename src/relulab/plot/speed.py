@@ -43,12 +43,22 @@ def _quartiles(summary: dict[str, float], key: str) -> tuple[float, float, float
     return summary[key], summary[f"{key}_q1"], summary[f"{key}_q3"]
 
 
-def speed_figure(result: dict[str, Any], *, target: float | None = None) -> Any:
-    """``relulab speed``'s forward+backward time of each implementation ÷ native ReLU's.
+def _line(label: str, **style: Any) -> Any:
+    """A legend entry for a vertical line; by default the grey one :func:`ratio_axis` draws
+    at 1, whose label says what 1 is."""
+    from matplotlib.lines import Line2D
 
-    One row per activation, one marker per implementation (median and quartiles over
-    rounds), on a log axis where the ratios span more than 4×; ``target`` draws a dashed
-    line.
+    return Line2D([], [], **{"color": "0.5", "linewidth": 0.8, **style}, label=label)
+
+
+def speed_figure(result: dict[str, Any], *, target: float | None = None) -> Any:
+    """``relulab speed``'s forward+backward time of each implementation ÷ torch.relu's.
+
+    One row per activation, one marker per implementation at the median of the per-round
+    ratios, its whiskers the quartiles. The ratio's reference is the row ``relu native``
+    (torch.relu's forward+backward in the same round), whose marker sits at 1, where a
+    labelled line is. A log axis where the ratios span more than 4×, so equal factors are
+    equal distances; ``target`` draws a dashed line.
     """
     rows = result["rows"]
     names = list(dict.fromkeys(r["activation"] for r in rows))
@@ -57,31 +67,37 @@ def speed_figure(result: dict[str, Any], *, target: float | None = None) -> Any:
         series.setdefault(row["implementation"], {})[row["activation"]] = _quartiles(
             row["forward_backward"], "to_relu"
         )
-    figure, axes = new_figure(1, 1, width=7.5, height=1.6 + 0.32 * len(names))
+    figure, axes = new_figure(1, 1, width=7.5, height=1.9 + 0.32 * len(names))
     axis = axes[0][0]
     _dots(axis, names, series)
     if target is not None:
         axis.axvline(target, color="k", linestyle="--", linewidth=0.8, label=f"target {target}")
-    ratio_axis(axis, "forward+backward time ÷ native ReLU's (median, quartiles)")
+    ratio_axis(axis, "forward+backward time ÷ torch.relu's, same round (median, quartiles)")
     axis.set_title(
         f"{result['numel']:,} {result['dtype']} elements, {result['threads']} thread(s), "
         f"{result['rounds']} rounds",
         fontsize="medium",
     )
-    figure.legend(loc="outside upper center", ncols=5, fontsize="small")
+    handles = [
+        _line("1 = torch.relu forward+backward (the row relu native)"),
+        *axis.get_legend_handles_labels()[0],
+    ]
+    figure.legend(handles=handles, loc="outside upper center", ncols=3, fontsize="small")
     return figure
 
 
 def training_figure(result: dict[str, Any], *, target: float | None = None) -> Any:
-    """``relulab speed --model``: per model, step time and peak memory ÷ relulab ReLU's.
+    """``relulab speed --model``: per model, step time and peak memory ÷ relulab relu's.
 
-    One column of panels per model and measure, sharing the activations' rows; ``target``
-    draws a dashed line on the peak-memory panels.
+    One column of panels per model and measure, sharing the activations' rows. Step times
+    are medians of per-round ratios, with quartiles; the reference is the row ``relu``
+    (relulab's ReLU: its step in the same round, its peak memory), whose markers sit on a
+    labelled line at 1. ``target`` draws a dashed line on the peak-memory panels.
     """
     models = list(dict.fromkeys(r["model"] for r in result["rows"]))
     names = list(dict.fromkeys(r["activation"] for r in result["rows"]))
     figure, axes = new_figure(
-        1, 2 * len(models), width=1.6 + 3.2 * len(models) * 2, height=1.6 + 0.3 * len(names),
+        1, 2 * len(models), width=1.6 + 3.2 * len(models) * 2, height=2.0 + 0.3 * len(names),
         sharey=True,
     )  # fmt: skip
     for index, model in enumerate(models):
@@ -89,17 +105,22 @@ def training_figure(result: dict[str, Any], *, target: float | None = None) -> A
         rows = {r["activation"]: r for r in result["rows"] if r["model"] == model}
         step = {n: _quartiles(r, "step_to_relu") for n, r in rows.items()}
         _dots(time_axis, names, {"step time": step})
-        ratio_axis(time_axis, "step time ÷ ReLU's\n(median, quartiles)")
+        ratio_axis(time_axis, "step time ÷ relu's, same round\n(median, quartiles)")
         time_axis.set_title(f"{model}: step time", fontsize="medium")
         peak = {n: (r["peak_to_relu"],) * 3 for n, r in rows.items()}
         _dots(memory_axis, names, {"peak memory": peak})
-        memory_label = "peak memory ÷ ReLU's"
         if target is not None:
             memory_axis.axvline(target, color="k", linestyle="--", linewidth=0.8)
-            memory_label += f"\n(dashed: target {target})"
-        ratio_axis(memory_axis, memory_label)
+        ratio_axis(memory_axis, "peak memory ÷ relu's")
         memory_axis.set_title(f"{model}: peak memory", fontsize="medium")
-    figure.suptitle(f"training steps, {result['threads']} thread(s)", fontsize="medium")
+    handles = [_line("1 = the row relu (relulab's ReLU)")]
+    if target is not None:
+        handles.append(_line(f"peak memory target {target}", color="k", linestyle="--"))
+    figure.suptitle(
+        f"training steps, {result['threads']} thread(s), {result['rounds']} rounds",
+        fontsize="medium",
+    )
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small")
     return figure
 
 
