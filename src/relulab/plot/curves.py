@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from relulab.errors import UserError
+from relulab.plot.colours import activation_colours
 from relulab.plot.figure import new_figure, save_png
 from relulab.registry import get_activation
 
@@ -53,9 +54,16 @@ def activations_figure(curves: list[Curve], *, derivative: bool = False) -> Any:
     columns = 2 if derivative else 1
     figure, axes = new_figure(1, columns, width=6.4 * columns, height=4.8)
     panels = [("f(x)", "y")] + ([("f'(x) (autograd)", "dy")] if derivative else [])
+    colours = activation_colours(curve.label for curve in curves)  # as in the bench's figures
     for axis, (title, field) in zip(axes[0], panels):
         for curve in curves:
-            axis.plot(curve.x, getattr(curve, field), label=curve.label, linewidth=1.6)
+            axis.plot(
+                curve.x,
+                getattr(curve, field),
+                label=curve.label,
+                linewidth=1.6,
+                color=colours[curve.label],
+            )
         axis.axhline(0, color="0.8", linewidth=0.8, zorder=0)
         axis.axvline(0, color="0.8", linewidth=0.8, zorder=0)
         axis.set_title(title)
