@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -231,19 +232,141 @@ def test_valid_specs_that_cannot_be_sampled_fail_in_one_line(capsys, argv, messa
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly():
-    """`relulab list | head -1`: exit status 141 (SIGPIPE's), and nothing on stderr."""
+def main_into_closed_pipe(monkeypatch, argv: list[str], *, buffered: bool) -> tuple[int, str]:
+    """``relulab ARGV | head -1`` where head has already gone: run the command with stdout on a
+    pipe whose reading end is closed; (exit status, stderr). The flush at the end stands for
+    the interpreter's own at exit, which must not fail either."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    raw = open(write_end, "wb", buffering=0)  # noqa: SIM115 (closed below)
+    stdout = io.TextIOWrapper(io.BufferedWriter(raw) if buffered else raw, write_through=True)
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    try:
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+        stdout.flush()
+    finally:
+        monkeypatch.undo()
+        raw.close()
+    return code, stderr.getvalue()
+
+
+LONG_OUTPUTS = [
+    ["list"],
+    ["list", "--json"],
+    ["show", "golu"],
+    ["show", "golu", "--json"],
+    ["--help"],
+    ["--version"],
+    [],  # no command: the help
+    ["bench", "--help"],
+    ["speed", "--help"],
+    ["speed", "relu", "--numel", "1024", "--rounds", "1", "--json"],
+]
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("argv", LONG_OUTPUTS, ids=" ".join)
+def test_every_command_ends_quietly_when_its_reader_has_gone(monkeypatch, argv, buffered):
+    """`relulab ... | head -1`: exit status 141 (SIGPIPE's) and nothing on stderr. Python
+    buffers a pipe unless PYTHONUNBUFFERED is set, so help text used to fail only at exit."""
+    code, err = main_into_closed_pipe(monkeypatch, argv, buffered=buffered)
+    # argparse itself ignores a failed write of --help or --version, and then exits 0.
+    argparse_wrote_it = not buffered and ("--help" in argv or "--version" in argv)
+    assert err == "" and code == (0 if argparse_wrote_it else 141)
+
+
+@pytest.mark.parametrize("argv", [["list", "--json"], ["bench", "--help"]], ids=" ".join)
+def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly(argv):
+    """As a user runs it, with Python's default buffering (PYTHONUNBUFFERED unset)."""
     read_end, write_end = os.pipe()
     os.close(read_end)  # closed before relulab writes, so its first write fails
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     try:
         result = subprocess.run(
-            ["relulab", "list", "--json"], stdout=write_end, stderr=subprocess.PIPE, check=False
-        )
+            ["relulab", *argv], stdout=write_end, stderr=subprocess.PIPE, env=environment,
+            check=False,
+        )  # fmt: skip
     finally:
         os.close(write_end)
-    assert result.returncode == 141 and result.stderr == b""
+    assert result.stderr == b"" and result.returncode == 141
+
+
+def test_hints_name_the_command_not_the_python_function(capsys):
+    code, _, err = run(capsys, "show", "zzzqqq")
+    assert code == 2
+    assert (
+        err.strip()
+        == "relulab show: error: unknown activation 'zzzqqq' ('relulab list' lists them all)"
+    )
 
 
 def test_plot_names_the_file_it_really_wrote(capsys, tmp_path):
     code, out, _ = run(capsys, "plot", "relu", "-o", str(tmp_path / "zoo"))
     assert code == 0 and (tmp_path / "zoo.png").is_file() and str(tmp_path / "zoo.png") in out
+
+
+TINY_BENCH = ["bench", "--acts", "relu", "--seeds", "1", "--epochs", "1"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--tasks", "spirals", "--data", "t.csv", "--target", "label"],
+            "--data t.csv is for the csv task, which --tasks spirals leaves out; add csv to "
+            "--tasks, or drop --data",
+        ),
+        (
+            ["--tasks", "spirals", "digits", "--data", "t.npz", "--target", "y"],
+            "--data t.npz is for the npz task, which --tasks spirals digits leaves out; add npz "
+            "to --tasks, or drop --data",
+        ),
+        (
+            ["--tasks", "spirals", "--target", "label"],
+            "--target label is for the csv task, which --tasks spirals leaves out; add csv to "
+            "--tasks, or drop --target",
+        ),
+        (
+            ["--target", "label"],
+            "--target label names a column of your table; give the table with --data FILE",
+        ),
+    ],
+    ids=["csv-file", "npz-file", "target", "target-without-data"],
+)
+def test_data_and_target_are_refused_where_no_task_reads_them(
+    capsys, tmp_path, monkeypatch, options, message
+):
+    """They used to be recorded in config.json while the built-in tasks trained without them."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("t.csv", "t.npz"):
+        (tmp_path / name).write_text("a,label\n1,0\n2,1\n3,0\n4,1\n")
+    code, _, err = run(capsys, *TINY_BENCH, *options, "--out", "runs")
+    assert code == 2 and err.strip() == f"relulab bench: error: {message}"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bench_help_states_the_baseline_rule_and_the_table_task(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "95% CIs" in text and "%%" not in text
+    assert "(default: relu if compared, else the first of --acts)" in text
+    assert "the only task unless --tasks names others too, and then it must name csv" in text
+
+
+def test_a_resume_of_a_running_run_says_only_that_it_is_running(capsys, tmp_path):
+    """Refused before anything else is printed: no "run ...: N trials" line first."""
+    from relulab.bench import rundir
+
+    assert main([*TINY_BENCH, "--tasks", "spirals", "--out", str(tmp_path), "--quiet"]) == 0
+    run_dir = next(tmp_path.glob("*-bench"))
+    capsys.readouterr()
+    with rundir.exclusive(run_dir):
+        code, out, err = run(capsys, "bench", "--resume", str(run_dir))
+    assert code == 2 and out == ""
+    assert err == f"relulab bench: error: {run_dir} is being run by another process\n"

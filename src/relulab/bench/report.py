@@ -6,7 +6,9 @@ run at any time, including a partial one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import inspect
 import io
 import json
 import math
@@ -19,9 +21,12 @@ import numpy as np
 
 from relulab.bench import rundir, stats
 from relulab.errors import UserError
-from relulab.registry import did_you_mean
+from relulab.registry import did_you_mean, format_spec, parse_spec
 
 SIGNIFICANCE = 0.05
+DEFAULT_BASELINE = "relu"  # the runner's default when relu is compared, else the first
+# The confidence bins of every trial's ECE, so that the report states what was computed.
+ECE_BINS = inspect.signature(stats.expected_calibration_error).parameters["bins"].default
 
 
 @dataclass
@@ -88,9 +93,49 @@ def resolve_baseline(trials: Trials, baseline: str | None) -> str:
     compared = trials.config["config"]["activations"]
     chosen = baseline or trials.config["config"].get("baseline") or compared[0]
     if chosen not in compared:
-        hint = did_you_mean(chosen, compared) or f" (compared: {', '.join(compared)})"
-        raise UserError(f"baseline {chosen!r} is not among the run's activations{hint}")
+        spelled = chosen
+        with contextlib.suppress(UserError):  # runs store canonical specs: 'leaky_relu(0.2)'
+            chosen = format_spec(*parse_spec(chosen))
+        if chosen not in compared:
+            hint = did_you_mean(spelled, compared) or f" (compared: {', '.join(compared)})"
+            raise UserError(f"baseline {spelled!r} is not among the run's activations{hint}")
     return chosen
+
+
+def baseline_reason(baseline: str, activations: list[str]) -> str:
+    """Why ``baseline`` is the one the others are tested against, as a phrase.
+
+    The run records only the baseline it resolved, so the reason is read off the rule that
+    chose it: relu when it is compared, else the first activation, unless --baseline said.
+    """
+    if baseline == DEFAULT_BASELINE:
+        return "the default"
+    if DEFAULT_BASELINE not in activations and baseline == activations[0]:
+        return f"the first activation, as {DEFAULT_BASELINE} is not compared"
+    return "chosen with --baseline"
+
+
+def task_title(config: dict[str, Any], task: str) -> str:
+    """A task's name, with the file and label column for the user's own table."""
+    settings = config["config"]
+    if task != "table" or not settings.get("data"):
+        return task
+    return f"{task}: {Path(settings['data']).name}, target {settings['target']}"
+
+
+def run_title(config: dict[str, Any]) -> str:
+    """What a run compared, on which tasks; prefixed by its name where the user gave one."""
+    settings = config["config"]
+    activations = settings["activations"]
+    compared = (
+        ", ".join(activations) if len(activations) <= 4 else f"{len(activations)} activations"
+    )
+    tasks = [
+        Path(settings["data"]).name if t == "table" and settings.get("data") else t
+        for t in settings["tasks"]
+    ]
+    title = f"{compared} on {', '.join(tasks)}"
+    return title if settings["name"] == "bench" else f"{settings['name']}: {title}"
 
 
 def summarize(trials: Trials, baseline: str | None = None) -> list[dict[str, Any]]:
@@ -171,23 +216,19 @@ CSV_FIELDS = [
 ]  # fmt: skip
 
 
-# Columns that hold None where the measure does not apply (see _layer_mean).
-MAY_NOT_APPLY = ("dead_fraction_mean", "sparsity_mean")
-
-
-def _csv_cell(key: str, value: Any) -> Any:
-    if value is None and key in MAY_NOT_APPLY:
-        return "n/a"
+def _csv_cell(value: Any) -> Any:
     return repr(value) if isinstance(value, float) else value
 
 
 def summary_csv(rows: list[dict[str, Any]]) -> str:
-    """The rows as CSV: floats exactly (repr), NaN as ``nan``, not applicable as ``n/a``."""
+    """The rows as CSV: floats exactly (repr), NaN as ``nan``; an empty field where there is
+    no value (a rank without a score, a dead fraction that does not apply), so that every
+    numeric column reads as numbers."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _csv_cell(k, v) for k, v in row.items()})
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
     return buffer.getvalue()
 
 
@@ -251,34 +292,44 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _findings(task: str, rows: list[dict[str, Any]]) -> str:
+def _findings(task: str, rows: list[dict[str, Any]], seeds: int) -> str:
+    """What the paired tests of a task found, and what they could not test, in words."""
     baseline = rows[0]["baseline"]
-    tested = [r for r in rows if math.isfinite(r["p_holm"])]
-    untested = [
-        r["activation"]
-        for r in rows
-        if r["activation"] != baseline and not math.isfinite(r["p_holm"])
-    ]
-    pairs = sorted({r["pairs"] for r in tested})
-    n = (f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}–{pairs[-1]}") if pairs else "0"
-    test = f"Paired t-tests against {baseline} over {n} paired seeds"
-    parts = [f"{test}, Holm-corrected, α = {SIGNIFICANCE}:"]
-    better = [r["activation"] for r in tested if r["significant"] and r["delta_vs_baseline"] > 0]
-    worse = [r["activation"] for r in tested if r["significant"] and r["delta_vs_baseline"] < 0]
-    if not tested:
-        parts.append("nothing could be tested.")
-    elif not better and not worse:
-        parts.append(f"no tested activation differs significantly from {baseline} on {task}.")
+    others = [r for r in rows if r["activation"] != baseline]
+    tested = [r for r in others if math.isfinite(r["p_holm"])]
+    most_pairs = max((r["pairs"] for r in others), default=0)
+    if not others:
+        parts = [f"Only {baseline} ran on {task}: there is nothing to test it against."]
+    elif seeds < 2:
+        parts = ["One seed per activation: no paired test; use --seeds 2 or more."]
+    elif most_pairs < 2:
+        parts = [
+            f"No paired test against {baseline}: a test needs two or more seeds that finished "
+            "with both activations, and no activation has them yet."
+        ]
     else:
+        pairs = sorted({r["pairs"] for r in tested or others})
+        n = f"{pairs[0]}" if len(pairs) == 1 else f"{pairs[0]}–{pairs[-1]}"
+        test = f"Paired t-tests against {baseline} over {n} paired seeds"
+        parts = [f"{test}, Holm-corrected, α = {SIGNIFICANCE}:"]
+        better = [
+            r["activation"] for r in tested if r["significant"] and r["delta_vs_baseline"] > 0
+        ]
+        worse = [r["activation"] for r in tested if r["significant"] and r["delta_vs_baseline"] < 0]
+        if not tested:
+            parts.append("nothing could be tested.")
+        elif not better and not worse:
+            parts.append(f"no tested activation differs significantly from {baseline} on {task}.")
         if better:
             parts.append(f"significantly better than {baseline}: {', '.join(better)}.")
         if worse:
             parts.append(f"significantly worse than {baseline}: {', '.join(worse)}.")
-    if untested:
-        parts.append(
-            f"Untested (fewer than two paired seeds, or the same difference on every seed): "
-            f"{', '.join(untested)}."
-        )
+        untested = [r["activation"] for r in others if not math.isfinite(r["p_holm"])]
+        if untested:
+            parts.append(
+                f"Untested (fewer than two paired seeds, or the same difference on every seed): "
+                f"{', '.join(untested)}."
+            )
     diverged = [f"{r['activation']} ({r['diverged']})" for r in rows if r["diverged"]]
     if diverged:
         parts.append(f"Diverged trials, left out of the statistics: {', '.join(diverged)}.")
@@ -288,14 +339,18 @@ def _findings(task: str, rows: list[dict[str, Any]]) -> str:
 def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]) -> str:
     config = trials.config
     settings = config["config"]
+    baseline = rows[0]["baseline"] if rows else resolve_baseline(trials, None)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(config["versions"].items()))
     finished = sum(len(r) for by_act in trials.results.values() for r in by_act.values())
     commit = config["git"].get("commit") or "unknown"
     lines = [
-        f"# relulab bench: {settings['name']}",
+        f"# relulab bench: {run_title(config)}",
         "",
         f"Created {config['created']}; {finished} of {len(config['trials'])} trials finished. "
-        f"Suite {settings['suite']}, {settings['seeds']} seeds per cell.",
+        f"Suite {settings['suite']}, {settings['seeds']} seed{'s' * (settings['seeds'] != 1)} per "
+        f"cell. Baseline: {baseline} "
+        f"({baseline_reason(baseline, settings['activations'])}); every other activation is "
+        "tested against it, seed by seed.",
         "",
         f"Versions: {versions}. Git: {commit}"
         + (" (uncommitted changes)" if config["git"].get("dirty") else "")
@@ -313,8 +368,12 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
     lines += [
         "Scores are on each task's fixed test split; the CI is a t-interval of the mean over "
         "seeds. PD top-1 is the fraction of test examples on which two seeds' models disagree "
-        "(mean over seed pairs). A unit (channel) is dead when its activation's derivative, "
-        "as training's backward computes it, is 0 on every training example and position; "
+        "(mean over seed pairs). ECE is the expected calibration error: the test examples are "
+        f"put in {ECE_BINS} equal-width bins by their confidence (the top class's probability), "
+        "and ECE is the mean over bins, weighted by their share of examples, of |accuracy − "
+        "mean confidence|; 0 is perfectly calibrated. A unit (channel) is dead when its "
+        "activation's derivative, as training's backward computes it, is 0 on every training "
+        "example and position; "
         "dead % is n/a for activations whose derivative is never 0 on an interval. "
         "ms/epoch is training time, measured while other trials may run "
         "alongside; saved KiB/step is what autograd keeps for backward in one step, weights, "
@@ -323,19 +382,20 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
     for task in trials.results:
         metric, description = trials.task_info(task)
         task_rows = [r for r in rows if r["task"] == task]
-        heading = f"## {task}" + (f": {description}" if description else "")
-        lines += [
-            "",
-            heading,
-            "",
-        ]
+        title = task_title(config, task)
+        if title != task:  # the user's own table: its file, where the class says "your file"
+            digest = settings.get("data_sha256") or ""
+            checksum = f" (SHA-256 {digest[:12]}…)" if digest else ""
+            lines += ["", f"## {title}", "", f"Data: {settings['data']}{checksum}.", ""]
+        else:
+            lines += ["", f"## {task}" + (f": {description}" if description else ""), ""]
         if schedule := trials.task_schedule(task):
             lines += [f"Training: {schedule}.", ""]
         lines += [
             _markdown_table(table_headers(metric), task_table(task_rows)),
             "",
         ]
-        lines.append(_findings(task, task_rows))
+        lines.append(_findings(task, task_rows, settings["seeds"]))
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"

@@ -30,6 +30,8 @@ EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE, like other Unix tools in a pipeline
 COMMANDS = (bench, listing, show, plot, speed)
+# Library messages point to the Python API; at the command line, point to the command.
+CLI_WORDING = {"relulab.list_activations()": "'relulab list'"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,12 +90,26 @@ def _reader_left() -> bool:
         return False
 
 
+def _reader_gone() -> int:
+    """`relulab list | head -3`: neither a mistake nor a bug. Point stdout at /dev/null, so
+    that the flush at interpreter exit does not raise again, and end as SIGPIPE would."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
+    try:
+        try:
+            args = parser.parse_args(argv)
+        finally:  # --help and --version print and exit in there; usage errors too
+            sys.stdout.flush()
+        if args.command is None:
+            sys.stdout.write(parser.format_help())  # print_help would hide a closed pipe
+            sys.stdout.flush()
+            return EXIT_USAGE
+    except BrokenPipeError:  # raised by stdout's flush: its reader has gone
+        return _reader_gone()
     try:
         code = args.run(args)
         sys.stdout.flush()  # a closed pipe shows up here rather than at interpreter exit
@@ -101,12 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         if not _reader_left():  # some other pipe (a worker's, say)
             return _report_bug(args.command)
-        # `relulab list | head -3`: neither a mistake nor a bug. Point stdout at /dev/null
-        # so that the flush at interpreter exit does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        return _reader_gone()
     except (UserError, MissingDependencyError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        for python, command in CLI_WORDING.items():
+            message = message.replace(python, command)
         print(f"relulab {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -15,7 +15,8 @@ EXAMPLES = """examples:
   relulab bench                                  # 3 tasks x 8 activations x 3 seeds
   relulab bench --tasks digits --acts relu gelu 'leaky_relu(0.2)' --seeds 5
   relulab bench --suite full --workers 2         # 10 seeds, longer training
-  relulab bench --data iris.csv --target species # your own table
+  relulab bench --data iris.csv --target species # your own table (the task csv)
+  relulab bench --tasks spirals csv --data iris.csv --target species
   relulab bench --resume runs/20261123T101500Z-bench   # finish an interrupted run
   relulab bench --resume runs/20261123T101500Z-bench --force   # ... with changed code
 """
@@ -37,7 +38,8 @@ def add_parser(subparsers) -> None:
         nargs="+",
         action="extend",
         metavar="TASK",
-        help="spirals, digits, digits_cnn, mnist1d, csv, npz (default: spirals digits mnist1d)",
+        help="spirals, digits, digits_cnn, mnist1d, csv, npz (default: spirals digits mnist1d; "
+        "with --data: csv, or npz for a .npz file)",
     )
     add("--acts", nargs="+", action="extend", metavar="SPEC", help="activation names or specs")
     add("--suite", choices=("quick", "full"), help="quick: 3 seeds (default); full: 10, longer")
@@ -49,9 +51,19 @@ def add_parser(subparsers) -> None:
     add("--workers", type=int, help="parallel trials (default: CPUs / threads)")
     add("--executor", choices=("local", "ray"), default="local")
     add("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a running one)")
-    add("--data", help="your .csv or .npz file (task csv/npz)")
-    add("--target", help="the label column (CSV) or array (NPZ)")
-    add("--baseline", help="activation the others are tested against (default relu)")
+    add(
+        "--data",
+        metavar="FILE",
+        help="your .csv or .npz table, for the task csv/npz: the only task unless --tasks "
+        "names others too, and then it must name csv or npz among them",
+    )
+    add("--target", metavar="COLUMN", help="with --data: the label column (CSV) or array (NPZ)")
+    add(
+        "--baseline",
+        metavar="SPEC",
+        help="activation the others are tested against (default: relu if compared, else the "
+        "first of --acts)",
+    )
     add("--out", help="parent directory of new runs (default runs)")
     add("--name", help="run name, appended to the timestamp (default bench)")
     add("--resume", metavar="DIR", help="finish the missing trials of an existing run")
@@ -76,6 +88,23 @@ def add_parser(subparsers) -> None:
     report.set_defaults(run=run_report)
 
 
+TABLE_TASKS = ("csv", "npz", "table")  # the names of the task that reads --data
+
+
+def _check_table_options(args: argparse.Namespace) -> None:
+    """--data and --target feed the csv/npz task only: refuse them where it would not run,
+    rather than train the other tasks and record a file that nothing read."""
+    given = f"--data {args.data}" if args.data else f"--target {args.target}"
+    if args.tasks and (args.data or args.target) and not set(args.tasks) & set(TABLE_TASKS):
+        kind = "npz" if args.data and Path(args.data).suffix.lower() == ".npz" else "csv"
+        raise UserError(
+            f"{given} is for the {kind} task, which --tasks {' '.join(args.tasks)} leaves out; "
+            f"add {kind} to --tasks, or drop {given.split()[0]}"
+        )
+    if args.target and not args.data and not args.resume:
+        raise UserError(f"{given} names a column of your table; give the table with --data FILE")
+
+
 def _requested(args: argparse.Namespace) -> dict:
     """The experiment options given on the command line (None where left out)."""
     from relulab.bench.runner import EXPERIMENT_FIELDS
@@ -83,13 +112,14 @@ def _requested(args: argparse.Namespace) -> dict:
     values = {
         key: getattr(args, "acts" if key == "activations" else key) for key in EXPERIMENT_FIELDS
     }
-    if values["tasks"] is None and args.data:
+    if values["tasks"] is None and args.data and not args.resume:  # a resumed run has its own
         values["tasks"] = ["npz" if Path(args.data).suffix.lower() == ".npz" else "csv"]
     return values
 
 
 def _print_summary(run: Path, rows: list[dict], as_json: bool) -> None:
-    from relulab.bench.report import table_headers, task_table
+    from relulab.bench.report import table_headers, task_table, task_title
+    from relulab.bench.rundir import read_config
 
     if as_json:
         clean = [
@@ -101,8 +131,9 @@ def _print_summary(run: Path, rows: list[dict], as_json: bool) -> None:
         ]
         print_json({"run": str(run), "report": str(run / "report.md"), "summary": clean})
         return
+    config = read_config(run)
     for task in dict.fromkeys(r["task"] for r in rows):
-        print(f"\n{task}")
+        print(f"\n{task_title(config, task)}")
         print(format_table(table_headers(), task_table([r for r in rows if r["task"] == task])))
     print(f"\nreport: {run / 'report.md'}")
 
@@ -116,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         require(module, extra="bench", purpose="relulab bench", package=package)
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    _check_table_options(args)
     if args.executor == "ray":
         runner.connect_ray(args.ray_address)  # before any run directory exists
     requested = _requested(args)
@@ -131,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         config = runner.BenchConfig(**given, name=args.name or "bench", baseline=args.baseline)
         run_dir, config, specs = runner.start_run(config, Path(args.out or "runs"))
     workers = args.workers or max(1, (os.cpu_count() or 1) // config.threads)
+    baseline = runner.canonical_spec(args.baseline) if args.baseline else config.baseline
     quiet = args.quiet or args.json
     progress: ProgressBar | None = None
 
@@ -141,6 +174,10 @@ def run(args: argparse.Namespace) -> int:
             where = f"{workers} worker(s)" if args.executor == "local" else "Ray"
             print(
                 f"run {run_dir}: {len(specs)} trials ({done} already done), {where}",
+                file=sys.stderr,
+            )
+            print(
+                f"baseline: {baseline} ({report.baseline_reason(baseline, config.activations)})",
                 file=sys.stderr,
             )
         progress = ProgressBar(len(specs), done, enabled=not quiet)
