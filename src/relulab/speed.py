@@ -100,7 +100,7 @@ def _elementwise_names(names: list[str]) -> list[str]:
     for name in names:
         if "(" in name:  # torch's native kernels are timed at their defaults, so ours are too
             raise UserError(
-                f"relulab speed takes names at default arguments, not specs: {name!r}; "
+                f"timings use activations at their default arguments, not specs: {name!r}; "
                 f"try {name.split('(')[0].strip()!r}"
             )
     names = [resolve_name(n) for n in names]

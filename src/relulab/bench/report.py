@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import inspect
 import io
 import json
 import math
@@ -25,8 +24,6 @@ from relulab.registry import did_you_mean, format_spec, parse_spec
 
 SIGNIFICANCE = 0.05
 DEFAULT_BASELINE = "relu"  # the runner's default when relu is compared, else the first
-# The confidence bins of every trial's ECE, so that the report states what was computed.
-ECE_BINS = inspect.signature(stats.expected_calibration_error).parameters["bins"].default
 
 
 @dataclass
@@ -367,17 +364,16 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
         ]
     lines += [
         "Scores are on each task's fixed test split; the CI is a t-interval of the mean over "
-        "seeds. PD top-1 is the fraction of test examples on which two seeds' models disagree "
-        "(mean over seed pairs). ECE is the expected calibration error: the test examples are "
-        f"put in {ECE_BINS} equal-width bins by their confidence (the top class's probability), "
-        "and ECE is the mean over bins, weighted by their share of examples, of |accuracy − "
-        "mean confidence|; 0 is perfectly calibrated. A unit (channel) is dead when its "
-        "activation's derivative, as training's backward computes it, is 0 on every training "
-        "example and position; "
-        "dead % is n/a for activations whose derivative is never 0 on an interval. "
-        "ms/epoch is training time, measured while other trials may run "
-        "alongside; saved KiB/step is what autograd keeps for backward in one step, weights, "
-        "inputs and targets excluded.",
+        "seeds. PD top-1 is the fraction of test examples on which two seeds' models disagree"
+        " (mean over seed pairs). ECE is the expected calibration error: the test examples "
+        f"are put in {stats.ECE_BINS} equal-width bins by their confidence (the top class's "
+        "probability), and ECE is the mean over bins, weighted by their share of examples, of"
+        " |accuracy − mean confidence|; 0 is perfectly calibrated. A unit (channel) is dead "
+        "when its activation's derivative, as training's backward computes it, is 0 on every "
+        "training example and position; dead % is n/a for activations whose derivative is "
+        "never 0 on an interval. ms/epoch is training time, measured while other trials may "
+        "run alongside; saved KiB/step is what autograd keeps for backward in one step, "
+        "weights, inputs and targets excluded.",
     ]
     for task in trials.results:
         metric, description = trials.task_info(task)

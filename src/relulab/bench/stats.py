@@ -59,8 +59,12 @@ def holm(p_values: Mapping[str, float]) -> dict[str, float]:
     return adjusted
 
 
+# Equal-width confidence bins of the ECE (Guo et al. 2017 use 15).
+ECE_BINS = 15
+
+
 def expected_calibration_error(
-    probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
 ) -> float:
     """ECE over equal-width confidence bins: Σ_b (|b|/N)·|accuracy(b) − confidence(b)|."""
     confidence = probabilities.max(axis=1)

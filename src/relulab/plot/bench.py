@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from relulab.bench.report import task_title
 from relulab.plot.colours import activation_colours
 from relulab.plot.figure import finite, new_figure, save_png
 
@@ -170,7 +171,7 @@ def bench_figures(trials: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
         for row, draw in enumerate(panels):
             for column, task in enumerate(tasks):
                 draw(axes[row][column], trials, rows, task, colours)
-                axes[row][column].set_title(task)
+                axes[row][column].set_title(task_title(trials.config, task))
         if legend:
             from matplotlib.lines import Line2D
 
