@@ -4,6 +4,9 @@ calls: outputs equal a hand-built model with the new activation; report right; i
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+import pickle
 import warnings
 
 import pytest
@@ -137,7 +140,7 @@ def test_functional_relu_calls_of_every_form_are_replaced():
     model = Functional()
     x = torch.randn(5, 6)
     new, report = relulab.replace_activations(model, "relu", "smelu(beta=0.5)")
-    assert isinstance(new, torch.fx.GraphModule)
+    assert isinstance(new, Functional)
     assert [r.kind for r in report.replaced] == ["call"] * 3
     torch.testing.assert_close(new(x), _by_hand(model, relu=relulab.SmeLU(0.5))(x), rtol=0, atol=0)
 
@@ -225,10 +228,14 @@ class Branchy(nn.Module):
         return F.relu(-x)
 
 
-def test_untraceable_models_still_get_their_modules_replaced():
-    new, report = relulab.replace_activations(Branchy(), "relu", "mish")
-    assert isinstance(new.act, relulab.Mish) and len(report) == 1
-    assert report.trace_error and "functional calls not examined" in str(report)
+def test_untraceable_models_get_their_modules_and_calls_replaced():
+    model = Branchy()
+    new, report = relulab.replace_activations(model, "relu", "mish")
+    assert isinstance(new.act, relulab.Mish) and isinstance(new, Branchy)
+    assert [r.kind for r in report.replaced] == ["module", "call"]
+    for x in (torch.ones(3), -torch.ones(3)):  # both branches
+        want = F.mish(x) if x.sum() > 0 else F.mish(-x)
+        torch.testing.assert_close(new(x), want, rtol=0, atol=0)
 
 
 def test_a_shared_module_stays_shared():
@@ -350,7 +357,8 @@ class RunTimeSlope(nn.Module):
 
 
 def test_calls_with_arguments_computed_at_run_time_are_reported_not_replaced():
-    _, report = relulab.replace_activations(RunTimeSlope(), "elu", "gelu")
+    with pytest.warns(UserWarning, match=r"kept forward, test_surgery\.py:\d+: F\.elu\(F\.relu"):
+        _, report = relulab.replace_activations(RunTimeSlope(), "elu", "gelu")
     assert [r.old for r in report.replaced] == ["elu(alpha=1.0)"]  # the constant-argument one
     assert len(report.skipped) == 1 and "computed at run time" in report.skipped[0][1]
 
@@ -387,9 +395,9 @@ def test_models_with_velu_copy_after_a_training_step():
     assert len(report) == 1 and isinstance(new[1], relulab.ReLU)
 
 
-def test_an_activation_model_replaced_whole_is_not_traced():
+def test_an_activation_model_replaced_whole_is_not_read():
     new, report = relulab.replace_activations(nn.ReLU(), "relu", "gelu")
-    assert isinstance(new, relulab.GELU) and report.trace_error is None
+    assert isinstance(new, relulab.GELU) and not report.not_examined and not report.skipped
 
 
 class MyCustomAct(nn.Module):
@@ -436,8 +444,8 @@ def test_an_unrecognised_class_is_named_as_such_in_the_warning():
 def test_the_warning_says_when_calls_were_not_examined():
     with pytest.warns(UserWarning, match=r"relu ×3 \(modules\); functional calls were not"):
         relulab.replace_activations(Mixed(), "gelu", "golu", functional=False)
-    with pytest.warns(UserWarning, match="functional calls were not examined: TraceError"):
-        relulab.replace_activations(Branchy(), "gelu", "golu")
+    with pytest.warns(UserWarning, match=r"has: relu ×2 \(1 module, 1 call\)$"):
+        relulab.replace_activations(Branchy(), "gelu", "golu")  # its calls were read
 
 
 def test_a_model_without_activations_warns_too():
@@ -463,3 +471,433 @@ def test_a_users_subclass_matches_its_own_instances_only():
     assert isinstance(replaced[1], relulab.GELU) and type(replaced[3]) is nn.ReLU
     _, by_torch_class = relulab.replace_activations(model, nn.ReLU, "gelu")
     assert sorted(r.path for r in by_torch_class.replaced) == ["1", "3"]  # all of relu
+
+
+# --- functional calls: the user's model, its class and its source lines (issue 10, item 9) ---
+
+
+def _line(function, text: str) -> int:
+    """The file's line number of the one line of ``function``'s source containing ``text``."""
+    lines, first = inspect.getsourcelines(function)
+    (index,) = [i for i, line in enumerate(lines) if text in line]
+    return first + index
+
+
+class Body(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return F.relu(self.fc(x))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4), nn.Tanh()))
+        self.block = Body()
+        self.scale = 3.0
+
+    def custom(self):
+        return 2 * self.scale
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = self.block(h).relu()
+        return F.leaky_relu(h, 0.2)
+
+
+def test_replaced_calls_keep_the_users_class_methods_and_submodule_types():
+    model = Net().double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    new, report = relulab.replace_activations(model, "relu", "golu")
+    assert isinstance(new, Net) and type(new).__name__ == "Net" and repr(new).startswith("Net(")
+    assert new.custom() == 6.0 and new.scale == 3.0
+    assert type(new.stem) is nn.Sequential and type(new.stem[1]) is nn.Sequential
+    assert isinstance(new.block, Body) and type(new.stem[1][1]) is nn.Tanh
+    golu = relulab.GoLU()
+    want = F.leaky_relu(golu(golu(model.block.fc(golu(model.stem(x))))), 0.2)
+    torch.testing.assert_close(new(x), want, rtol=0, atol=0)
+    assert [r.kind for r in report.replaced] == ["call"] * 3
+
+
+def test_each_call_is_reported_by_module_path_method_and_source_line():
+    _, report = relulab.replace_activations(Net(), "*", "gelu")
+    forward, body, here = Net.forward, Body.forward, "test_surgery.py"
+    assert [str(r) for r in report.replaced] == [
+        "stem.1.1 (module): tanh -> gelu",
+        f"forward, {here}:{_line(forward, 'torch.relu(')}: torch.relu(self.stem(x)) -> gelu",
+        f"forward, {here}:{_line(forward, '.relu()')}: self.block(h).relu() -> gelu",
+        f"forward, {here}:{_line(forward, 'F.leaky_relu(')}: F.leaky_relu(h, 0.2) -> gelu",
+        f"block.forward, {here}:{_line(body, 'F.relu(')}: F.relu(self.fc(x)) -> gelu",
+    ]
+    assert report.replaced[4].location.filename == __file__
+    assert report.replaced[3].old == "leaky_relu(negative_slope=0.2)"
+
+
+class Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        for _ in range(1 + int(x.abs().sum() > 10)):  # a loop count that depends on the data
+            x = F.relu(self.fc(x))
+        if x.mean() > 0.3:  # so does the branch
+            return torch.relu(x - 0.3) * 2
+        return F.leaky_relu(-x, negative_slope=0.1)
+
+
+def test_calls_in_models_fx_cannot_trace_are_replaced():
+    model = Untraceable().double()
+    with pytest.raises(Exception):  # noqa: B017 (fx raises TypeError or TraceError)
+        torch.fx.symbolic_trace(model)
+    new, report = relulab.replace_activations(model, ["relu", "leaky_relu"], "silu")
+    assert len(report) == 3 and isinstance(new, Untraceable)
+    silu = relulab.SiLU()
+
+    def by_hand(x):
+        for _ in range(1 + int(x.abs().sum() > 10)):
+            x = silu(model.fc(x))
+        return silu(x - 0.3) * 2 if x.mean() > 0.3 else silu(-x)
+
+    torch.manual_seed(0)
+    branches = set()
+    for scale in (0.1, 1.0, 10.0, 100.0):
+        x = scale * torch.randn(3, 4, dtype=torch.float64)
+        torch.testing.assert_close(new(x), by_hand(x), rtol=0, atol=0)
+        h = x
+        for _ in range(1 + int(x.abs().sum() > 10)):
+            h = silu(model.fc(h))
+        branches.add((x.abs().sum().item() > 10, h.mean().item() > 0.3))
+    assert len(branches) >= 3  # both loop counts and both branches were taken
+
+
+class Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block, self.other = Body(), Body()
+        self.layers = nn.ModuleList([self.block, self.other, self.block])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_shared_custom_modules_get_one_replacement_each_and_stay_shared():
+    model = Shared().double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    new, report = relulab.replace_activations(model, "relu", "prelu")
+    assert new.layers[0] is new.layers[2] is new.block and new.layers[1] is new.other
+    assert [r.path for r in report.replaced] == ["block", "other"]
+    act = relulab.PReLU(init=0.25)  # 0.25: exact in the new modules' float32 weight
+    want = act(model.block.fc(act(model.other.fc(act(model.block.fc(x))))))
+    torch.testing.assert_close(new(x), want, rtol=0, atol=0)
+    key = f"forward_line{_line(Body.forward, 'F.relu(')}"
+    # state_dict lists a shared module under each of its paths, as it lists its fc
+    paths = ["block", "other", "layers.0", "layers.1", "layers.2"]
+    added = {f"{p}.relulab_sites.{key}.weight" for p in paths}
+    assert set(new.state_dict()) - set(model.state_dict()) == added
+    assert len({id(p) for p in new.parameters()}) == len(list(model.parameters())) + 2
+    assert new.block.relulab_sites[key] is not new.other.relulab_sites[key]
+
+
+def test_a_parameter_free_replacement_adds_nothing_to_the_state_dict():
+    model = Net()
+    new, _ = relulab.replace_activations(model, "*", "golu")
+    assert list(new.state_dict()) == list(model.state_dict())
+    new.load_state_dict(model.state_dict())  # the user's checkpoints still load
+
+
+class Base(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return F.relu(self.fc(x))
+
+
+class Child(Base):
+    def forward(self, x):
+        return torch.relu(super().forward(x) - 0.5)
+
+
+class Grandchild(Child):
+    pass
+
+
+@pytest.mark.parametrize("cls", [Child, Grandchild])
+def test_super_forward_and_inherited_methods_are_rewritten_where_they_are(cls):
+    model = cls().double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    new, report = relulab.replace_activations(model, "relu", "silu")
+    assert isinstance(new, cls) and isinstance(new, Base)
+    silu = relulab.SiLU()
+    torch.testing.assert_close(new(x), silu(silu(model.fc(x)) - 0.5), rtol=0, atol=0)
+    lines = [(r.location.cls, r.location.lineno) for r in report.replaced]
+    assert lines == [  # in the order forward reaches them
+        (Child, _line(Child.forward, "torch.relu(")),
+        (Base, _line(Base.forward, "F.relu(")),
+    ]
+
+
+class InPlaceForms(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h.relu_()  # the result is discarded: h itself changes
+        g = h * 1 - 0.3
+        F.relu(g, inplace=True)
+        torch.relu_(g[:, :2])  # a view: g's first two columns change
+        return h + g
+
+
+def test_in_place_calls_change_what_later_code_sees_and_backward_runs():
+    model = InPlaceForms().double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    new, report = relulab.replace_activations(model, "relu", "golu")
+    assert [r.location.code for r in report.replaced] == [
+        "h.relu_()",
+        "F.relu(g, inplace=True)",
+        "torch.relu_(g[:, :2])",
+    ]
+    golu = relulab.functional.golu
+
+    def by_hand(x):
+        h = golu(model.fc(x))
+        g = golu(h - 0.3)
+        g = torch.cat([golu(g[:, :2]), g[:, 2:]], dim=1)
+        return h + g
+
+    got, want = new(x), by_hand(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # GoLU keeps its input for backward: overwriting that input in place must not break it.
+    got.square().sum().backward()
+    weight = model.fc.weight
+    (expected,) = torch.autograd.grad(want.square().sum(), weight)
+    torch.testing.assert_close(new.fc.weight.grad, expected, rtol=1e-12, atol=1e-12)
+
+
+class Helpers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.act = F.relu  # a function held by the instance
+        self.__gain = 2.0  # a private name, mangled to _Helpers__gain
+
+    def _activate(self, x):
+        return torch.relu(x) * self.__gain
+
+    def forward(self, x):
+        return self._activate(self.act(self.fc(x)))
+
+
+def test_helper_methods_instance_functions_and_private_names():
+    model = Helpers().double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    new, report = relulab.replace_activations(model, "relu", "mish")
+    assert sorted((r.location.method, r.location.code) for r in report.replaced) == [
+        ("_activate", "torch.relu(x)"),
+        ("forward", "self.act(self.fc(x))"),
+    ]
+    mish = relulab.Mish()
+    torch.testing.assert_close(new(x), mish(mish(model.fc(x))) * 2, rtol=0, atol=0)
+
+
+class Slopes(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.slope = 0.3
+
+    def forward(self, x):
+        return F.leaky_relu(x, self.slope) + F.leaky_relu(x, 0.1)
+
+
+def test_a_call_with_a_computed_argument_is_kept_with_a_warning_naming_it():
+    model = Slopes().double()
+    x = torch.randn(8, dtype=torch.float64)
+    with pytest.warns(UserWarning) as caught:
+        new, report = relulab.replace_activations(model, "leaky_relu", "gelu")
+    line = _line(Slopes.forward, "self.slope")
+    (warning,) = caught
+    assert str(warning.message) == (
+        f"kept forward, test_surgery.py:{line}: F.leaky_relu(x, self.slope): "
+        "its negative_slope (self.slope) is computed at run time"
+    )
+    assert warning.filename == __file__
+    assert str(report).splitlines()[0] == "1 activation site(s) replaced, 1 matching call(s) kept"
+    assert [r.location.code for r in report.replaced] == ["F.leaky_relu(x, 0.1)"]
+    want = F.leaky_relu(x, 0.3) + relulab.GELU()(x)
+    torch.testing.assert_close(new(x), want, rtol=0, atol=0)
+
+
+def _logged(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+class Decorated(nn.Module):
+    @_logged
+    def forward(self, x):
+        return F.relu(x)
+
+
+class ReluChain(nn.Sequential):
+    def forward(self, x):
+        for layer in self:
+            x = F.relu(layer(x))
+        return x
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [(Decorated(), "Decorated.forward is decorated"), (ReluChain(nn.Linear(2, 2)), "container")],
+)
+def test_calls_that_cannot_be_rewritten_are_kept_with_a_warning(model, reason):
+    forward = inspect.unwrap(type(model).forward)
+    line = _line(forward, "F.relu(")
+    with pytest.warns(UserWarning, match=rf"kept forward, test_surgery\.py:{line}: .*{reason}"):
+        new, report = relulab.replace_activations(model, "relu", "gelu")
+    assert len(report) == 0 and len(report.skipped) == 1
+    x = torch.randn(3, 2)
+    torch.testing.assert_close(new(x), model(x), rtol=0, atol=0)
+
+
+def test_a_class_whose_source_cannot_be_read_is_named_in_a_warning():
+    namespace = {"nn": nn, "F": F}
+    exec(
+        "class Hidden(nn.Module):\n    def forward(self, x):\n        return F.relu(x)\n", namespace
+    )
+    model = nn.Sequential(nn.Linear(2, 2), namespace["Hidden"]())
+    with pytest.warns(UserWarning) as caught:
+        _, report = relulab.replace_activations(model, "relu", "gelu")
+    messages = [str(w.message) for w in caught]
+    assert any("1.forward" in m and "Hidden.forward cannot be read" in m for m in messages)
+    assert report.not_examined and report.not_examined[0][0] == "1.forward"
+    with warnings.catch_warnings():  # tanh is no name Hidden's code uses: nothing to say
+        warnings.simplefilter("error")
+        relulab.replace_activations(nn.Sequential(namespace["Hidden"](), nn.Tanh()), "tanh", "gelu")
+
+
+def test_a_replaced_model_can_be_replaced_again():
+    model = Functional().double()
+    x = torch.randn(5, 6, dtype=torch.float64)
+    first, _ = relulab.replace_activations(model, "relu", "silu")
+    second, report = relulab.replace_activations(first, ["tanh", "silu"], "mish")
+    assert isinstance(second, Functional)
+    assert sorted(r.kind for r in report.replaced) == ["call"] + ["module"] * 3
+    mish = relulab.Mish()
+    twice = _by_hand(model, relu=mish, tanh=mish).double()
+    torch.testing.assert_close(second(x), twice(x), rtol=0, atol=0)
+    once = _by_hand(model, relu=relulab.SiLU()).double()
+    torch.testing.assert_close(first(x), once(x), rtol=0, atol=0)
+
+
+def test_in_place_surgery_rewrites_the_given_model():
+    model = Net()
+    x = torch.randn(2, 4)
+    gelu = relulab.GELU()
+    want = F.leaky_relu(gelu(gelu(model.block.fc(gelu(model.stem(x))))), 0.2)
+    new, _ = relulab.replace_activations(model, "relu", "gelu", inplace=True)
+    assert new is model and isinstance(model, Net)
+    torch.testing.assert_close(model(x), want, rtol=0, atol=0)
+
+
+def test_a_rewritten_model_deep_copies_and_pickles():
+    model = Net().double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    new, _ = relulab.replace_activations(model, "relu", "prelu")
+    for twin in (copy.deepcopy(new), pickle.loads(pickle.dumps(new))):
+        assert type(twin) is type(new) and isinstance(twin, Net)
+        torch.testing.assert_close(twin(x), new(x), rtol=0, atol=0)
+        assert twin.block.relulab_sites is not new.block.relulab_sites
+
+
+@pytest.mark.slow
+def test_a_rewritten_model_runs_under_torch_compile():
+    model = InPlaceForms().double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    new, _ = relulab.replace_activations(model, "relu", "silu")
+    compiled = torch.compile(new, fullgraph=True)
+    silu = relulab.functional.silu
+    h = silu(model.fc(x))
+    g = silu(h - 0.3)
+    want = h + torch.cat([silu(g[:, :2]), g[:, 2:]], dim=1)
+    torch.testing.assert_close(compiled(x), want, rtol=1e-12, atol=1e-12)
+
+
+class InlineModules(nn.Module):
+    def forward(self, x):
+        return nn.ReLU()(x) - nn.ReLU(inplace=True)(x * 1)
+
+
+def test_activation_modules_made_in_forward_are_replaced():
+    x = torch.randn(7, dtype=torch.float64)
+    new, report = relulab.replace_activations(InlineModules(), "relu", "elu")
+    assert [r.location.code for r in report.replaced] == [
+        "nn.ReLU()(x)",
+        "nn.ReLU(inplace=True)(x * 1)",
+    ]
+    elu = relulab.ELU()
+    torch.testing.assert_close(new(x), elu(x) - elu(x * 1), rtol=0, atol=0)
+
+
+def test_a_transformer_layers_fast_path_uses_the_new_activation():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(
+        8, 2, 16, dropout=0.0, activation=nn.ReLU(), batch_first=True
+    )
+    new, _ = relulab.replace_activations(layer.eval(), "relu", "tanh")
+    twin = nn.TransformerEncoderLayer(8, 2, 16, 0.0, relulab.Tanh(), batch_first=True)
+    twin.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():  # in eval mode without grad, torch takes its fused fast path
+        torch.testing.assert_close(new(x), twin.eval()(x))
+
+
+def test_an_activation_function_held_by_a_torch_module_is_named_in_a_warning():
+    model = nn.Sequential(nn.Linear(8, 8), nn.TransformerEncoderLayer(8, 2, 16))  # F.relu
+    with pytest.warns(UserWarning) as caught:
+        _, report = relulab.replace_activations(model, "relu", "gelu")
+    no_match, kept = (str(w.message) for w in caught)
+    assert no_match.endswith("functional calls were not examined in 1.forward")
+    assert kept.startswith("functional calls not examined in 1.forward: torch's Transformer")
+    assert ".activation in its own code, so its calls of relu were kept" in kept
+    assert report.not_examined[0][0] == "1.forward"
+
+
+class Aliased(nn.Module):
+    def _forward(self, x):
+        return F.relu(x) * 3
+
+    forward = _forward  # the method the model runs is the same function under another name
+
+
+def test_a_method_assigned_under_another_name_is_rewritten_as_that_name():
+    x = torch.randn(5, dtype=torch.float64)
+    new, report = relulab.replace_activations(Aliased(), "relu", "softplus")
+    assert [r.where for r in report.replaced] == [
+        f"forward, test_surgery.py:{_line(Aliased._forward, 'F.relu(')}"
+    ]
+    torch.testing.assert_close(new(x), relulab.Softplus()(x) * 3, rtol=0, atol=0)
+
+
+def test_new_modules_take_the_dtype_of_the_modules_they_join():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), Body()).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    new, report = relulab.replace_activations(model, "relu", "prelu(init=0.1)")
+    assert [r.kind for r in report.replaced] == ["module", "call"]
+    weights = [m.weight for m in new.modules() if isinstance(m, relulab.PReLU)]
+    assert [w.dtype for w in weights] == [torch.float64] * 2
+    prelu = relulab.PReLU(init=0.1).double()  # as a user adds one by hand to a float64 model
+    want = prelu(model[2].fc(prelu(model[0](x))))
+    torch.testing.assert_close(new(x), want, rtol=0, atol=0)

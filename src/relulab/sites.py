@@ -1,14 +1,19 @@
-"""Find a model's activation sites: activation modules, and functional calls via torch.fx.
+"""Find a model's activation sites: activation modules, and functional calls in its source.
 
 One mechanism for everything that needs to know where a model's activations are: surgery
-(:mod:`relulab.surgery`), and later ReLU counting, relufication and geometry.
+(:mod:`relulab.surgery`), the benchmark's dead-unit probes, and later ReLU counting,
+relufication and geometry. Modules are found in the module tree; functional calls
+(``F.relu(x)``, ``torch.tanh(x)``, ``x.relu_()``) by reading the source of each module's
+methods (:mod:`relulab.calls`), so each call site is known by its module path and its file
+and line.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx
@@ -17,16 +22,72 @@ from torch import nn
 from relulab.activations.base import Activation
 from relulab.registry import ActivationInfo, TorchEquivalent, format_spec, registered
 
+if TYPE_CHECKING:
+    from relulab.calls import CallSearch
 
-def _in_models() -> list[tuple[ActivationInfo, TorchEquivalent]]:
+
+def torch_equivalents() -> list[tuple[ActivationInfo, TorchEquivalent]]:
     """The registered activations that torch has a module or call for, as models use them."""
     return [(i, i.torch) for i in registered() if i.torch is not None and i.torch.in_models]
 
 
-def _call_default(equivalent: TorchEquivalent, key: str) -> Any:
+def call_default(equivalent: TorchEquivalent, key: str) -> Any:
     """A selecting argument that a call leaves out takes the module's default
     (``F.gelu(x)`` is approximate="none", as ``nn.GELU()`` is)."""
     return inspect.signature(equivalent.module).parameters[key].default
+
+
+@dataclass(frozen=True)
+class RunTimeValue:
+    """An argument that is not a literal (``self.slope``): its value exists only at run time."""
+
+    source: str
+
+    def __repr__(self) -> str:
+        return self.source
+
+
+@dataclass(frozen=True)
+class CallLocation:
+    """Where a functional call is in the user's code.
+
+    Attributes:
+        cls: the class whose method contains the call (the model's class or a base of it).
+        method: that method's name (``"forward"``).
+        filename, lineno, col_offset, end_lineno, end_col_offset: the call's span in its
+            file (lines from 1, columns from 0), which identifies it.
+        code: the call as written (``"F.relu(x)"``).
+        ordinal: its rank among the activation calls on its line, or 0 if it is alone there.
+        method_form: a tensor method (``x.relu()``), whose input is its receiver.
+    """
+
+    cls: type
+    method: str
+    filename: str
+    lineno: int
+    col_offset: int
+    end_lineno: int
+    end_col_offset: int
+    code: str
+    ordinal: int = 0
+    method_form: bool = False
+
+    @property
+    def span(self) -> tuple[int, int, int, int]:
+        return (self.lineno, self.col_offset, self.end_lineno, self.end_col_offset)
+
+    @property
+    def site_id(self) -> tuple:
+        """What identifies the call across copies and passes: its class, method and span."""
+        return (self.cls, self.method, *self.span)
+
+    def where(self, path: str) -> str:
+        """``"layer1.0.forward, model.py:42"``, for the module at ``path``."""
+        method = f"{path}.{self.method}" if path else self.method
+        return f"{method}, {self}"
+
+    def __str__(self) -> str:
+        return f"{os.path.basename(self.filename)}:{self.lineno}"
 
 
 @dataclass
@@ -34,14 +95,18 @@ class ActivationSite:
     """One place where a model applies an activation.
 
     Attributes:
-        path: the module's qualified name (``"layer1.0.act"``), or the fx node's name for a
-            functional call.
+        path: the qualified name (``"layer1.0.act"``) of the module, or for a functional
+            call of the module whose method makes it (``"layer1.0"``; ``""`` for the model).
         kind: ``"module"`` or ``"call"``.
         activation: canonical registry name of what is applied there.
-        arguments: its arguments in registry terms (``{"negative_slope": 0.2}``).
+        arguments: its arguments in registry terms (``{"negative_slope": 0.2}``); one
+            computed at run time is a :class:`RunTimeValue`.
         module: the module (module sites).
-        node: the fx node (call sites).
-        inplace: the call overwrites its input.
+        inplace: the module or call overwrites its input.
+        owner: the module whose method makes the call (call sites).
+        location: where the call is in the source (call sites).
+        obstacle: why the call cannot be replaced (an argument computed at run time, a
+            decorated method...); empty when it can.
     """
 
     path: str
@@ -49,24 +114,31 @@ class ActivationSite:
     activation: str
     arguments: dict[str, Any] = field(default_factory=dict)
     module: nn.Module | None = None
-    node: torch.fx.Node | None = None
     inplace: bool = False
+    owner: nn.Module | None = None
+    location: CallLocation | None = None
+    obstacle: str = ""
 
     @property
     def dynamic(self) -> bool:
         """Some argument is computed at run time, so no spec string describes the site."""
-        return any(isinstance(v, torch.fx.Node) for v in self.arguments.values())
+        return any(isinstance(v, RunTimeValue) for v in self.arguments.values())
 
     @property
     def spec(self) -> str:
         """The site's activation as a spec string, e.g. ``"leaky_relu(negative_slope=0.2)"``."""
         return format_spec(self.activation, self.arguments)
 
+    @property
+    def where(self) -> str:
+        """``"layer1.0.act"`` for a module; ``"layer1.0.forward, model.py:42"`` for a call."""
+        return self.path if self.location is None else self.location.where(self.path)
+
 
 def _torch_matches(cls: type, module: nn.Module | None = None) -> list[tuple[str, tuple]]:
     """(name, argument attributes) of the activations whose torch class ``cls`` is or derives
     from, most specific class first; with ``module``, only those its attributes select."""
-    found, candidates = [], _in_models()
+    found, candidates = [], torch_equivalents()
     for base in getattr(cls, "__mro__", ()):
         for info, equivalent in candidates:
             if equivalent.module is not base:
@@ -98,8 +170,8 @@ def activation_name_of_class(cls: type) -> str | None:
     matches = _torch_matches(cls)
     if len(matches) > 1:
         defaults = {
-            info.name: all(_call_default(eq, k) == v for k, v in eq.selects.items())
-            for info, eq in _in_models()
+            info.name: all(call_default(eq, k) == v for k, v in eq.selects.items())
+            for info, eq in torch_equivalents()
         }
         matches = [m for m in matches if defaults.get(m[0])] or matches
     if matches:
@@ -119,38 +191,6 @@ def identify_module(module: nn.Module) -> tuple[str, dict[str, Any]] | None:
     return (name, {}) if name else None
 
 
-def _identify_call(node: torch.fx.Node) -> tuple[str, dict[str, Any], bool] | None:
-    """Registry name, arguments and in-place flag of a functional activation call.
-
-    Arguments computed at run time (fx nodes) are kept as nodes; :func:`call_sites` marks
-    such a site as not replaceable.
-    """
-    if node.op == "call_method":
-        for info, equivalent in _in_models():
-            if node.target in equivalent.methods:
-                return info.name, {}, node.target.endswith("_")
-        return None
-    if node.op != "call_function":
-        return None
-    for info, equivalent in _in_models():
-        positional = equivalent.functions.get(node.target)
-        if positional is None:
-            continue
-        given = dict(zip(positional, node.args[1:]))
-        given.update({k: v for k, v in node.kwargs.items() if k != "input"})
-        selected = all(
-            given.get(k, _call_default(equivalent, k)) == v for k, v in equivalent.selects.items()
-        )
-        if not selected:
-            continue
-        for key in equivalent.selects:
-            given.pop(key, None)
-        inplace = positional[-1:] == ("_inplace",)
-        inplace = bool(given.pop("inplace", False)) or inplace
-        return info.name, given, inplace
-    return None
-
-
 def module_sites(model: nn.Module) -> list[ActivationSite]:
     """Every activation module, once per place it is used (a shared module appears twice)."""
     sites = []
@@ -167,9 +207,23 @@ def module_sites(model: nn.Module) -> list[ActivationSite]:
     return sites
 
 
+def find_call_sites(model: nn.Module, skip: set[int] | None = None) -> CallSearch:
+    """Every functional activation call in ``model``'s source, and the methods that could
+    not be read; see :func:`relulab.calls.find_call_sites`."""
+    from relulab import calls  # it builds on this module
+
+    return calls.find_call_sites(model, skip)
+
+
+def call_sites(model: nn.Module, skip: set[int] | None = None) -> list[ActivationSite]:
+    """Every functional activation call (``F.relu(x)``, ``torch.tanh(x)``, ``x.relu()``)
+    in the source of ``model``'s modules, each with its :class:`CallLocation`."""
+    return find_call_sites(model, skip).sites
+
+
 class ActivationTracer(torch.fx.Tracer):
     """An fx tracer that keeps every recognised activation module, and any module in
-    ``leaves``, as a single call (surgery must not trace into what it just inserted)."""
+    ``leaves``, as a single call."""
 
     def __init__(self, leaves: set[int] | None = None) -> None:
         super().__init__()
@@ -184,24 +238,10 @@ class ActivationTracer(torch.fx.Tracer):
 
 
 def trace(model: nn.Module, leaves: set[int] | None = None) -> torch.fx.GraphModule:
-    """Symbolically trace ``model`` with activation modules as leaves (raises if untraceable)."""
+    """An fx graph of ``model`` with activation modules as leaves (raises if untraceable).
+
+    Surgery does not use it: :func:`call_sites` reads source instead, the code of the
+    GraphModule this returns included.
+    """
     graph = ActivationTracer(leaves).trace(model)
     return torch.fx.GraphModule(model, graph, model.__class__.__name__)
-
-
-def call_sites(graph_module: torch.fx.GraphModule) -> list[ActivationSite]:
-    """Every functional activation call (``F.relu(x)``, ``torch.tanh(x)``, ``x.relu()``)."""
-    sites = []
-    for node in graph_module.graph.nodes:
-        found = _identify_call(node)
-        if found is not None:
-            name, arguments, inplace = found
-            sites.append(
-                ActivationSite(node.name, "call", name, arguments, node=node, inplace=inplace)
-            )
-    return sites
-
-
-def input_of(node: torch.fx.Node) -> Any:
-    """The tensor argument of a call node."""
-    return node.args[0] if node.args else node.kwargs["input"]

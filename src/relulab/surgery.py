@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from relulab import calls, rewrite
 from relulab import sites as site_finder
 from relulab.activations.base import Activation
 from relulab.errors import UserError
 from relulab.registry import activation_info, get_activation, list_activations, resolve_name
-from relulab.sites import ActivationSite
+from relulab.sites import ActivationSite, CallLocation
 
 OldSpec = str | Sequence[str] | type[nn.Module] | Callable[[ActivationSite], bool]
 NewSpec = str | nn.Module | type[nn.Module] | Callable[[ActivationSite], nn.Module]
@@ -22,35 +23,61 @@ NewSpec = str | nn.Module | type[nn.Module] | Callable[[ActivationSite], nn.Modu
 
 @dataclass(frozen=True)
 class Replacement:
-    """One replaced site: where, what was there, and what is there now."""
+    """One replaced site: where, what was there, and what is there now.
+
+    ``path`` is the module's qualified name; for a call, that of the module whose method
+    makes it, and ``location`` says where in the source it is.
+    """
 
     path: str
     kind: str  # "module" or "call"
     old: str
     new: str
     note: str = ""
+    location: CallLocation | None = None
+
+    @property
+    def where(self) -> str:
+        """``"stem.2"`` for a module; ``"layer1.0.forward, model.py:42"`` for a call."""
+        return self.path if self.location is None else self.location.where(self.path)
+
+    def __str__(self) -> str:
+        if self.location is None:
+            line = f"{self.path} (module): {self.old} -> {self.new}"
+        else:
+            line = f"{self.where}: {self.location.code} -> {self.new}"
+        return line + (f"  [{self.note}]" if self.note else "")
 
 
 @dataclass
 class SurgeryReport:
-    """What :func:`replace_activations` did."""
+    """What :func:`replace_activations` did.
+
+    Attributes:
+        replaced: each replaced site.
+        skipped: ``(where, why)`` for each matching call that was kept, e.g.
+            ``("block.forward, model.py:42", "F.leaky_relu(x, self.slope): its
+            negative_slope (self.slope) is computed at run time")``.
+        not_examined: ``(where, reason)`` for each method whose calls could not be read
+            (a class defined in exec'd code or at a REPL) and may apply what ``old`` names.
+    """
 
     replaced: list[Replacement] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    trace_error: str | None = None  # why functional calls could not be examined
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    not_examined: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.replaced)
 
     def __str__(self) -> str:
-        lines = [f"{len(self.replaced)} activation site(s) replaced"]
-        lines += [
-            f"  {r.path} ({r.kind}): {r.old} -> {r.new}" + (f"  [{r.note}]" if r.note else "")
-            for r in self.replaced
-        ]
-        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
-        if self.trace_error:
-            lines.append(f"  functional calls not examined: {self.trace_error}")
+        headline = f"{len(self.replaced)} activation site(s) replaced"
+        if self.skipped:
+            headline += f", {len(self.skipped)} matching call(s) kept"
+        if self.not_examined:
+            headline += f", {len(self.not_examined)} method(s) not examined"
+        lines = [headline] + [f"  {r}" for r in self.replaced]
+        lines += [f"  kept {where}: {reason}" for where, reason in self.skipped]
+        lines += [f"  not examined {where}: {reason}" for where, reason in self.not_examined]
         return "\n".join(lines)
 
 
@@ -107,6 +134,17 @@ def _factory(new: NewSpec) -> Callable[[ActivationSite], nn.Module]:
     raise UserError(f"new must be an activation spec, a module or a factory, got {new!r}")
 
 
+def _placed(module: nn.Module, *near: nn.Module) -> nn.Module:
+    """``module`` on the device, and in the floating dtype, of the first tensor found in
+    ``near`` (the site's module, then the model): a PReLU put into a float64 model on a
+    GPU must not hold a float32 weight on the CPU."""
+    for neighbour in near:
+        for tensor in (*neighbour.parameters(), *neighbour.buffers()):
+            dtype = tensor.dtype if tensor.is_floating_point() else None
+            return module.to(device=tensor.device, dtype=dtype)
+    return module
+
+
 def _describe(module: nn.Module) -> str:
     return module.spec if isinstance(module, Activation) else repr(module)
 
@@ -122,7 +160,8 @@ def _replace_modules(
         if not match(site):
             continue
         if id(site.module) not in built:
-            built[id(site.module)] = build(site)
+            parent = model.get_submodule(site.path.rpartition(".")[0]) if site.path else model
+            built[id(site.module)] = _placed(build(site), site.module, parent, model)
         replacement = built[id(site.module)]
         # A module's inplace flag is a memory optimisation; models reassign its result.
         note = "was in place; the replacement is not" if site.inplace else ""
@@ -132,7 +171,12 @@ def _replace_modules(
         if not site.path:
             return replacement, built  # the model itself is the activation
         parent_path, _, attribute = site.path.rpartition(".")
-        setattr(model.get_submodule(parent_path), attribute, replacement)
+        parent = model.get_submodule(parent_path)
+        setattr(parent, attribute, replacement)
+        if isinstance(parent, nn.TransformerEncoderLayer) and attribute == "activation":
+            # Its fast path (eval mode, no grad) applies a native relu or gelu, chosen by this
+            # flag when the layer was built; 0 sends every input through self.activation.
+            parent.activation_relu_or_gelu = 0
     return model, built
 
 
@@ -143,42 +187,45 @@ def _replace_calls(
     report: SurgeryReport,
     inserted: set[int],
     seen: list,
-) -> nn.Module:
-    try:
-        graph_module = site_finder.trace(model, leaves=inserted)
-    except Exception as error:  # fx raises many types for untraceable Python
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        report.trace_error = f"{type(error).__name__}: {first_line}"
-        return model
-    found = site_finder.call_sites(graph_module)
-    seen.extend(found)
-    sites = [s for s in found if match(s)]
-    for site in [s for s in sites if s.dynamic]:
-        report.skipped.append(
-            (site.path, f"{site.activation} with an argument computed at run time")
-        )
-    sites = [s for s in sites if not s.dynamic]
-    if not sites:
-        return model
-    graph = graph_module.graph
-    for site in sites:
-        node, source = site.node, site_finder.input_of(site.node)
-        replacement = build(site)
-        name = f"relulab_{node.name}"
-        graph_module.add_submodule(name, replacement)
-        with graph.inserting_after(node):
-            new_node = graph.call_module(name, args=(source,))
-        if site.inplace:
-            # Keep the in-place meaning: write the result into the input (and so into the
-            # tensor it may be a view of), as the replaced call did.
-            with graph.inserting_after(new_node):
-                new_node = graph.call_method("copy_", args=(source, new_node))
-        node.replace_all_uses_with(new_node)
-        graph.erase_node(node)
-        report.replaced.append(Replacement(site.path, "call", site.spec, _describe(replacement)))
-    graph.lint()
-    graph_module.recompile()
-    return graph_module
+) -> list[str]:
+    """Rewrite the methods that make matching calls; returns the warnings to give."""
+    search = calls.find_call_sites(model, skip=inserted)
+    seen.extend(search.sites)
+    warnings_: list[str] = []
+    by_owner: dict[int, list[tuple[ActivationSite, nn.Module]]] = {}
+    kept: set[tuple] = set()  # one warning per call, however many activations it may be
+    for site in search.sites:
+        if not match(site):
+            continue
+        if site.obstacle:
+            if site.location.site_id not in kept:
+                kept.add(site.location.site_id)
+                report.skipped.append((site.where, f"{site.location.code}: {site.obstacle}"))
+                warnings_.append(f"kept {site.where}: {site.location.code}: {site.obstacle}")
+            continue
+        module = _placed(build(site), site.owner, model)
+        by_owner.setdefault(id(site.owner), []).append((site, module))
+    for replacements in by_owner.values():
+        owner = replacements[0][0].owner
+        try:
+            rewrite.replace_calls(owner, replacements)
+        except rewrite.RewriteError as error:
+            for site, _ in replacements:
+                reason = f"{site.location.code}: {error}"
+                report.skipped.append((site.where, reason))
+                warnings_.append(f"kept {site.where}: {reason}")
+            continue
+        for site, module in replacements:
+            report.replaced.append(
+                Replacement(site.path, "call", site.spec, _describe(module), location=site.location)
+            )
+    for method in search.unexamined:
+        probes = (ActivationSite(method.path, "call", name) for name in method.candidates)
+        if any(match(probe) for probe in probes):
+            reason = f"{method.reason}, so its calls of {', '.join(method.candidates)} were kept"
+            report.not_examined.append((method.where, reason))
+            warnings_.append(f"functional calls not examined in {method.where}: {reason}")
+    return warnings_
 
 
 def _describe_old(old: OldSpec) -> str:
@@ -210,13 +257,13 @@ def _inventory(sites: list[ActivationSite]) -> str:
     return ", ".join(parts)
 
 
-def _warn_no_match(
+def _no_match_message(
     model: nn.Module,
     old: OldSpec,
     seen: list[ActivationSite],
     report: SurgeryReport,
     functional: bool,
-) -> None:
+) -> str:
     # Zero replacements is almost always a wrong `old` (a custom class, a name the model does
     # not use); a silent "0 replaced" would leave the user training the model they started with.
     found = _inventory(seen)
@@ -234,9 +281,10 @@ def _warn_no_match(
             )
     if not functional:
         message += "; functional calls were not examined (functional=False)"
-    elif report.trace_error:
-        message += f"; functional calls were not examined: {report.trace_error}"
-    warnings.warn(message, UserWarning, stacklevel=3)
+    elif report.not_examined:
+        unread = ", ".join(where for where, _ in report.not_examined)
+        message += f"; functional calls were not examined in {unread}"
+    return message
 
 
 def replace_activations(
@@ -251,15 +299,33 @@ def replace_activations(
 
     Activation modules (torch's, timm's and relulab's) are swapped in the module tree; an
     in-place module (``nn.ReLU(inplace=True)``) becomes an ordinary one, and the report says
-    so. With ``functional=True`` the model is then traced with torch.fx and functional calls
-    (``F.relu(x)``, ``torch.tanh(x)``, ``x.relu_()``, ``F.gelu(x, approximate=...)``) are
-    replaced too, in-place ones keeping their effect on their input; if any is replaced, the
-    returned model is a new ``torch.fx.GraphModule`` (a Python ``forward`` cannot be edited,
-    so with ``inplace=True`` the given model gets its modules swapped but keeps its calls).
-    A model that fx cannot trace keeps its calls, and the report says why. The modules just
-    put in are never traced into, so a replacement that itself calls ``F.relu`` is safe.
-    If ``old`` matches no site at all, a ``UserWarning`` says which activations the model
-    does apply (e.g. ``relu ×3 (modules), gelu ×1 (call)``).
+    so. With ``functional=True`` functional calls (``F.relu(x)``, ``torch.tanh(x)``,
+    ``x.relu_()``, ``F.gelu(x, approximate="tanh")``, ``F.leaky_relu(x, 0.2)``) are replaced
+    too. They are found by reading the source of each module's ``forward`` and of the
+    methods it calls on ``self`` (see :mod:`relulab.sites`), so a model whose control flow
+    depends on its data is no obstacle.
+
+    The returned model is the user's model (a deep copy unless ``inplace``): every
+    submodule keeps its class, its methods and attributes, and each module whose code made
+    a replaced call is an instance of a subclass of its class, with the same name, in which
+    that code calls a module instead (``self.relulab_sites["forward_line42"](x)``; see
+    :mod:`relulab.rewrite`). So ``isinstance(new, Net)`` holds and ``new.custom()`` works.
+    The new modules are children under ``relulab_sites``: a parameter-free activation adds
+    nothing to the ``state_dict``; a trainable one adds e.g.
+    ``block.relulab_sites.forward_line42.weight``. Each new module is put on the device,
+    and in the floating dtype, of the module it joins. An in-place call writes the new result
+    into its input, as it did before. The model runs under ``torch.compile``, deep-copies
+    and pickles (given that its class can be imported); ``children()`` of a rewritten module
+    include its ``relulab_sites``.
+
+    A matching call that cannot be replaced is kept, with a ``UserWarning`` naming it and
+    its line: an argument that is not a literal (``F.leaky_relu(x, self.slope)``), a
+    decorated method, a container (``nn.Sequential`` subclass) whose items are its
+    children. So is a method whose source cannot be read (a class defined in exec'd code
+    or at a REPL), named by its class. The modules just put in are never read, so a
+    replacement that itself calls ``F.relu`` is safe. If ``old`` matches no site at all, a
+    ``UserWarning`` says which activations the model does apply (e.g. ``relu ×3 (modules),
+    gelu ×1 (call)``).
 
     Args:
         model: the network.
@@ -270,10 +336,12 @@ def replace_activations(
             (deep-copied per site), a module class (instantiated per site) or a factory
             ``site -> nn.Module``.
         inplace: modify ``model`` itself instead of a deep copy.
-        functional: also replace functional calls (via torch.fx).
+        functional: also replace functional calls.
 
     Returns:
-        The new model and a :class:`SurgeryReport` listing each replaced site.
+        The new model and a :class:`SurgeryReport`: one line per site, a module by its path
+        (``stem.2 (module): relu -> golu``), a call by its module path, method, file and
+        line (``layer1.0.forward, model.py:42: F.relu(out) -> golu``).
 
     Example::
 
@@ -290,8 +358,11 @@ def replace_activations(
     seen: list[ActivationSite] = []  # every site examined, matched or not
     target, built = _replace_modules(target, match, build, report, seen)
     inserted = {id(module) for module in built.values()}
+    messages = []
     if functional and id(target) not in inserted:  # a model that is itself an activation: done
-        target = _replace_calls(target, match, build, report, inserted, seen)
+        messages = _replace_calls(target, match, build, report, inserted, seen)
     if not report.replaced and not report.skipped:
-        _warn_no_match(model, old, seen, report, functional)
+        messages.insert(0, _no_match_message(model, old, seen, report, functional))
+    for message in messages:  # each names the caller's line, not relulab's
+        warnings.warn(message, UserWarning, stacklevel=2)
     return target, report
