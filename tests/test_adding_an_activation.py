@@ -19,7 +19,7 @@ from torch import nn
 import relulab
 from relulab import registry
 from relulab.cli import main
-from relulab.sites import call_sites, module_sites, trace
+from relulab.sites import call_sites, module_sites
 
 CONTRIBUTING = Path(__file__).resolve().parent.parent / "CONTRIBUTING.md"
 
@@ -110,7 +110,7 @@ def test_surgery_finds_torchs_modules_and_calls_and_replaces_them(example):
         ("act", "hardtanh", "hardtanh(min_val=-2.0, max_val=2.0)"),
         ("clip", "relu6", "relu6"),
     }
-    calls = call_sites(trace(model))
+    calls = call_sites(model)
     assert [(c.activation, c.spec) for c in calls] == [
         ("hardtanh", "hardtanh(min_val=-0.5, max_val=0.5)")
     ]

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.functional import relu as plain_relu
 
 import relulab
-from relulab.sites import RunTimeValue, call_sites, find_call_sites, trace
+from relulab.sites import RunTimeValue, call_sites, find_call_sites
 
 
 def _line(function, code: str) -> int:
@@ -140,7 +140,7 @@ def test_an_fx_graph_modules_code_is_read_but_marked_as_not_replaceable():
         def forward(self, x):
             return F.leaky_relu(x, 0.2)
 
-    (site,) = call_sites(trace(Net()))
+    (site,) = call_sites(torch.fx.symbolic_trace(Net()))
     assert site.spec == "leaky_relu(negative_slope=0.2)"
     assert "GraphModule" in site.obstacle
 

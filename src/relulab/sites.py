@@ -15,8 +15,6 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.fx
 from torch import nn
 
 from relulab.activations.base import Activation
@@ -219,29 +217,3 @@ def call_sites(model: nn.Module, skip: set[int] | None = None) -> list[Activatio
     """Every functional activation call (``F.relu(x)``, ``torch.tanh(x)``, ``x.relu()``)
     in the source of ``model``'s modules, each with its :class:`CallLocation`."""
     return find_call_sites(model, skip).sites
-
-
-class ActivationTracer(torch.fx.Tracer):
-    """An fx tracer that keeps every recognised activation module, and any module in
-    ``leaves``, as a single call."""
-
-    def __init__(self, leaves: set[int] | None = None) -> None:
-        super().__init__()
-        self.leaves = leaves or set()
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return (
-            id(m) in self.leaves
-            or identify_module(m) is not None
-            or super().is_leaf_module(m, module_qualified_name)
-        )
-
-
-def trace(model: nn.Module, leaves: set[int] | None = None) -> torch.fx.GraphModule:
-    """An fx graph of ``model`` with activation modules as leaves (raises if untraceable).
-
-    Surgery does not use it: :func:`call_sites` reads source instead, the code of the
-    GraphModule this returns included.
-    """
-    graph = ActivationTracer(leaves).trace(model)
-    return torch.fx.GraphModule(model, graph, model.__class__.__name__)
