@@ -4,9 +4,12 @@ before anything trains."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +20,7 @@ import pytest
 
 from relulab.bench import rundir
 from relulab.cli import main
+from relulab.errors import UserError
 
 SMALL = ["--tasks", "spirals", "--acts", "relu", "gelu", "--seeds", "2", "--epochs", "3"]
 
@@ -74,6 +78,7 @@ def test_a_run_directory_has_config_trials_summary_report_and_plots(tmp_path):
     ):
         assert (run / name).is_file(), name
     assert not list(run.rglob("*.tmp"))
+    assert not (run / ".lock").exists()  # the lock's file goes with the process that held it
 
 
 def test_unknown_names_fail_before_anything_runs(tmp_path, capsys):
@@ -125,6 +130,7 @@ def test_resume_after_kill_minus_9_finishes_only_the_missing_trials(tmp_path):
         (run / "trials" / n / "result.json").stat().st_mtime_ns == t for n, t in mtimes.items()
     )  # not rerun
     assert not list(run.rglob("*.tmp"))
+    assert not (run / ".lock").exists()  # left by the killed process, removed by the resume
 
     subprocess.run([*command, str(clean_parent)], check=True, capture_output=True)
     assert_same_trials(run, next(clean_parent.glob("*-bench")))
@@ -300,6 +306,7 @@ def test_a_refused_resume_leaves_a_live_runs_temporary_files(tmp_path, capsys):
         holder.wait(timeout=60)
     assert main(["bench", "--resume", str(run), "--quiet"]) == 0
     assert not live.exists() and (run / "trials" / "spirals-gelu-s1" / "result.json").is_file()
+    assert not (run / ".lock").exists()
 
 
 def test_relulab_bench_imports_without_fcntl():
@@ -466,11 +473,336 @@ def _alive(pid: int) -> bool:
     return not (status.exists() and "zombie" in status.read_text())
 
 
-def test_run_files_are_readable_as_the_umask_allows(tmp_path):
-    previous = os.umask(0o022)
-    try:
-        rundir._UMASK = 0o022
-        rundir.write_text_atomic(tmp_path / "report.md", "x")
-    finally:
-        os.umask(previous)
-    assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
+def _table_file(path: Path, rows: int, extra: str = "") -> Path:
+    """A two-class table with ``rows`` rows: features a, b and the label kind."""
+    path.write_text(
+        "a,b,kind\n" + "".join(f"{i},{(7 * i) % 11},{'xy'[i % 2]}\n" for i in range(rows)) + extra
+    )
+    return path
+
+
+def test_resume_finds_a_moved_table_by_its_content(tmp_path, monkeypatch, capsys):
+    """The run's CSV moved: resuming says so in one line and how to point at it; --data NEW
+    is accepted for a file with the recorded sha256 (and recorded), refused for another."""
+    data = _table_file(tmp_path / "t.csv", 40)
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    monkeypatch.chdir(tmp_path)
+    options = ["--acts", "relu", "--seeds", "2", "--epochs", "1", "--quiet"]
+    assert main(["bench", "--data", "t.csv", "--target", "kind", *options, "--out", "runs"]) == 0
+    assert "only 8 test examples" in capsys.readouterr().err  # 40 rows: warned, not refused
+    run = next((tmp_path / "runs").glob("*-bench"))
+    (run / "trials" / "table-relu-s1" / "result.json").unlink()
+    (tmp_path / "moved").mkdir()
+    moved = data.rename(tmp_path / "moved" / "t.csv")
+
+    assert main(["bench", "--resume", str(run), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"relulab bench: error: --resume: the run's data file {data} is gone; if it moved, add "
+        f"--data NEW_PATH (the same content: sha256 {digest[:12]}…)\n"
+    )
+    other = _table_file(tmp_path / "other.csv", 40, extra="99,1,x\n")
+    other_digest = hashlib.sha256(other.read_bytes()).hexdigest()
+    assert main(["bench", "--resume", str(run), "--data", "other.csv", "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"relulab bench: error: --resume: {other} (sha256 {other_digest[:12]}) is not the file "
+        f"this run started with, {data} (sha256 {digest[:12]}); give --data a copy of that or "
+        "start a new run\n"
+    )
+    assert not (run / "trials" / "table-relu-s1" / "result.json").exists()
+
+    assert main(["bench", "--resume", str(run), "--data", "moved/t.csv", "--quiet"]) == 0
+    assert (run / "trials" / "table-relu-s1" / "result.json").is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["data"] == str(moved) and config["config"]["data_sha256"] == digest
+    assert config["resumes"][-1]["data_moved"] == {"from": str(data), "to": str(moved)}
+    first = run / "trials" / "table-relu-s0" / "result.json"
+    first.unlink()
+    assert main(["bench", "--resume", str(run), "--quiet"]) == 0  # the new path is the run's now
+    assert first.is_file()
+
+
+@pytest.mark.parametrize(
+    ("per_class", "warned"),
+    [((10, 9), True), ((10, 10), False), ((19, 1), True), ((18, 2), False)],
+    ids=["19 examples", "20 examples", "a class of 1", "a class of 2"],
+)
+def test_a_test_set_under_20_examples_or_2_of_a_class_is_warned_about(caplog, per_class, warned):
+    import torch
+
+    from relulab.bench import runner
+    from relulab.bench.tasks import TaskData, get_task
+
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(per_class)])
+    data = TaskData(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]), torch.zeros(len(labels), 2),
+                    labels, len(per_class))  # fmt: skip
+    with caplog.at_level("WARNING", logger="relulab"):
+        runner.warn_if_small(get_task("spirals"), data)
+    total = sum(per_class)
+    expected = [
+        f"warning: spirals: only {total} test examples ({min(per_class)} in the smallest "
+        f"class), so each is worth {100 / total:.1f} points of accuracy, too coarse to compare "
+        "activations by; use at least 20 test examples and 2 per class"
+    ]
+    assert caplog.messages == (expected if warned else [])
+
+
+def test_a_small_table_is_warned_about_in_one_line_on_the_driver(tmp_path):
+    """6 rows of 2 classes: the stratified 20% test split holds round(3 × 0.2) = 1 row of each.
+    The warning comes once, from the driver, not once per worker."""
+    six = _table_file(tmp_path / "six.csv", 6)
+    done = subprocess.run(
+        [sys.executable, "-m", "relulab", "bench", "--data", str(six), "--target", "kind",
+         "--acts", "relu", "--seeds", "2", "--epochs", "1", "--workers", "2", "--quiet",
+         "--out", str(tmp_path / "runs")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.endswith(
+        f"warning: {six}: only 2 test examples (1 in the smallest class), so each is worth "
+        "50.0 points of accuracy, too coarse to compare activations by; use at least 20 test "
+        "examples and 2 per class (a table's test split is 20% of its rows)"
+    )
+    _table_file(tmp_path / "hundred.csv", 100)  # 10 test rows of each class: no warning
+    done = subprocess.run(
+        [sys.executable, "-m", "relulab", "bench", "--data", str(tmp_path / "hundred.csv"),
+         "--target", "kind", "--acts", "relu", "--seeds", "1", "--epochs", "1", "--quiet",
+         "--out", str(tmp_path / "runs")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == ""
+
+
+class _Reference:
+    def __init__(self, value):
+        self.value = value
+
+
+class FakeRay:
+    """The part of Ray that the runner uses, run in this process: what init was asked is
+    recorded, put and remote pass values through pickle as Ray would ship them."""
+
+    def __init__(self, init_error: BaseException | None = None):
+        self.inits: list[dict] = []
+        self.puts: list = []
+        self.calls: list[tuple] = []
+        self.init_error = init_error
+        self.initialized = False
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, address=None, **options):
+        self.inits.append({"address": address, **options})
+        if self.init_error is not None:
+            raise self.init_error
+        self.initialized, self.cpus = True, options.get("num_cpus") or os.cpu_count()
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": float(self.cpus)}
+
+    def put(self, value):
+        self.puts.append(value)
+        return _Reference(pickle.dumps(value))
+
+    def remote(self, function):
+        fake = self
+
+        class Remote:
+            def options(self, **options):
+                return self
+
+            def remote(self, *arguments):
+                fake.calls.append(arguments)
+                values = [
+                    pickle.loads(a.value)
+                    if isinstance(a, _Reference)
+                    else pickle.loads(pickle.dumps(a))
+                    for a in arguments
+                ]
+                return _Reference(function(*values))
+
+        return Remote()
+
+    def wait(self, pending, num_returns):
+        return pending[:num_returns], pending[num_returns:]
+
+    def get(self, reference):
+        return reference.value
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    from relulab.bench import runner
+
+    fake = FakeRay()
+    monkeypatch.setattr(runner, "require", lambda *args, **kwargs: fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return fake
+
+
+def _listening_port() -> tuple[socket.socket, int]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    return server, server.getsockname()[1]
+
+
+def test_ray_without_an_address_starts_a_local_instance_sized_by_workers(fake_ray, caplog):
+    from relulab.bench import runner
+
+    with caplog.at_level("WARNING", logger="relulab"):
+        assert runner.connect_ray(None, workers=3, threads=2) is fake_ray
+    ((address, cpus),) = [(i["address"], i["num_cpus"]) for i in fake_ray.inits]
+    assert (address, cpus) == ("local", 6)  # 3 trials at once of 2 threads each
+    assert caplog.messages == [
+        "no --ray-address or $RAY_ADDRESS: started a local Ray instance with 6 CPUs; give a "
+        "cluster's address to run on it"
+    ]
+    runner.connect_ray(None, workers=3)  # already up: nothing more
+    assert len(fake_ray.inits) == 1
+
+
+@pytest.mark.parametrize("through", ["option", "environment"])
+def test_ray_with_an_address_connects_to_it_and_starts_nothing(
+    fake_ray, monkeypatch, caplog, through
+):
+    from relulab.bench import runner
+
+    server, port = _listening_port()
+    with server:
+        if through == "environment":
+            monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+        runner.connect_ray(f"127.0.0.1:{port}" if through == "option" else None, workers=3)
+    ((init,),) = [fake_ray.inits]
+    assert init["address"] == f"127.0.0.1:{port}" and "num_cpus" not in init
+    assert caplog.messages == []
+
+
+def test_an_unreachable_ray_address_fails_in_one_line_at_once(fake_ray, monkeypatch):
+    from relulab.bench import runner
+
+    server, port = _listening_port()
+    server.close()  # nothing listens there now: the connection is refused
+    started = time.monotonic()
+    with pytest.raises(UserError) as error:
+        runner.connect_ray(f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 5
+    assert str(error.value).startswith(
+        f"cannot reach a Ray cluster at 127.0.0.1:{port}: Connection refused (is `ray start "
+        "--head` running there?"
+    )
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(UserError, match=rf"at 127\.0\.0\.1:{port} \(\$RAY_ADDRESS\): "):
+        runner.connect_ray()
+    with pytest.raises(UserError, match=r"a Ray address is HOST:PORT .* got nowhere"):
+        runner.connect_ray("nowhere")
+    assert fake_ray.inits == []  # Ray, which would retry for minutes, was never asked
+
+
+def test_a_silent_ray_address_fails_after_the_timeout(fake_ray, monkeypatch):
+    """An address where nothing answers (a dropped SYN): the probe gives up after its timeout,
+    which is what bounds the wait (Ray itself retries for many minutes)."""
+    from relulab.bench import runner
+
+    asked = []
+
+    def silent(address, timeout):
+        asked.append((address, timeout))
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(runner.socket, "create_connection", silent)
+    with pytest.raises(UserError) as error:
+        runner.connect_ray("10.255.255.1:6379")
+    assert asked == [(("10.255.255.1", 6379), runner.RAY_CONNECT_TIMEOUT)]
+    assert str(error.value).startswith(
+        "cannot reach a Ray cluster at 10.255.255.1:6379: no answer within 10 s"
+    )
+    assert fake_ray.inits == []
+
+
+def test_a_ray_cluster_that_wants_a_token_says_so(monkeypatch):
+    from relulab.bench import runner
+
+    refusal = ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
+    refusal.__cause__ = RuntimeError("AuthenticationError: RPC error: InvalidAuthToken: ...")
+    fake = FakeRay(init_error=refusal)
+    monkeypatch.setattr(runner, "require", lambda *args, **kwargs: fake)
+    server, port = _listening_port()
+    with server, pytest.raises(UserError) as error:
+        runner.connect_ray(f"127.0.0.1:{port}")
+    assert str(error.value) == (
+        f"cannot reach a Ray cluster at 127.0.0.1:{port}: the cluster wants its authentication "
+        "token: set RAY_AUTH_MODE=token, with the head's token in ~/.ray/auth_token or "
+        "$RAY_AUTH_TOKEN"
+    )
+
+
+@pytest.mark.parametrize("executor", ["one process", "process pool", "ray"])
+def test_trials_never_open_the_users_file(tmp_path, monkeypatch, fake_ray, executor):
+    """The driver reads the table once; the trials get its bytes. With the file gone after
+    planning (as on a worker machine that never had it), every trial still runs, and gives
+    what it gives with the file there."""
+    from relulab.bench import runner, tasks
+    from relulab.bench.trainer import run_trial
+
+    data = _table_file(tmp_path / "t.csv", 40)
+    config = runner.BenchConfig(tasks=["csv"], activations=["relu", "gelu"], seeds=1, epochs=1,
+                                data=str(data), target="kind").resolved()  # fmt: skip
+    specs = runner.plan(config)
+    expected = {spec.trial_id: run_trial(spec) for spec in specs}
+    content = data.read_bytes()
+    data.unlink()
+    tasks._cached_data.cache_clear()  # what a fresh worker process starts with
+
+    workers, kind = {"one process": (1, "local"), "process pool": (2, "local"),
+                     "ray": (2, "ray")}[executor]  # fmt: skip
+    outcomes = dict(runner.execute(specs, workers=workers, executor=kind))
+    assert sorted(s.trial_id for s in outcomes) == sorted(expected)
+    for spec, outcome in outcomes.items():
+        reference = expected[spec.trial_id]
+        assert outcome.result["status"] == "ok"
+        assert np.array_equal(outcome.probabilities, reference.probabilities)
+        assert outcome.result["test_score"] == reference.result["test_score"]
+    if executor == "ray":  # the task, with the file's bytes, went to the object store once
+        ((task,),) = [fake_ray.puts]
+        assert task.content == content and task.sha256 == hashlib.sha256(content).hexdigest()
+        assert all("task" not in fields for _, fields in fake_ray.calls)
+
+
+RAY_LOCAL = """
+import os, sys
+from pathlib import Path
+from relulab.bench import runner
+data, parent = Path(sys.argv[1]), Path(sys.argv[2])
+config = runner.BenchConfig(tasks=["csv"], activations=["relu", "gelu"], seeds=2, epochs=1,
+                            data=str(data), target="kind")
+run, config, specs = runner.start_run(config, parent)
+data.unlink()  # the Ray workers must not need it
+runner.run_missing(run, specs, workers=2, executor="ray")
+print(run)
+"""
+
+
+@pytest.mark.slow
+def test_ray_starts_a_local_instance_and_ships_the_table(tmp_path):
+    """For real: no address, so a local Ray instance with --workers CPUs; the table's file is
+    deleted before the trials start, and they match a local run of the same table."""
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    data = _table_file(tmp_path / "t.csv", 40)
+    (tmp_path / "copy").mkdir()
+    copy = _table_file(tmp_path / "copy" / "t.csv", 40)
+    done = subprocess.run(
+        [sys.executable, "-c", RAY_LOCAL, str(data), str(tmp_path / "ray")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        "no --ray-address or $RAY_ADDRESS: started a local Ray instance with 2 CPUs" in done.stderr
+    )
+    on_ray = Path(done.stdout.strip().splitlines()[-1])
+    assert main(["bench", "--data", str(copy), "--target", "kind", "--acts", "relu", "gelu",
+                 "--seeds", "2", "--epochs", "1", "--workers", "1", "--quiet",
+                 "--out", str(tmp_path / "local")]) == 0  # fmt: skip
+    assert_same_trials(on_ray, next((tmp_path / "local").glob("*-bench")))

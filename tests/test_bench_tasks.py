@@ -94,3 +94,30 @@ def test_trial_trains_with_the_tasks_weight_decay_and_cooldown(monkeypatch):
     assert outcome.result["status"] == "ok"
     assert [lr for lr, _ in seen] == pytest.approx([0.3, 0.3, 0.3, 0.3, 0.2, 0.1])
     assert {decay for _, decay in seen} == {0.25}
+
+
+def test_a_table_task_carries_its_files_bytes(tmp_path):
+    """Table.from_file reads the file once; the task, pickled as it is sent to a worker, loads
+    the same data with the file gone. Its identity is (path, target, sha256): the bytes are
+    left out of equality, hashing and repr."""
+    import hashlib
+    import pickle
+
+    from relulab.bench import tasks
+
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,kind\n" + "".join(f"{i},{i % 3},{'xy'[i % 2]}\n" for i in range(20)))
+    task = tasks.Table.from_file(str(path), "kind")
+    assert task.content == path.read_bytes()
+    assert task.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    bare = tasks.Table(str(path), "kind", task.sha256)
+    assert task == bare and hash(task) == hash(bare) and "content" not in repr(task)
+    expected = tasks.Table(str(path), "kind").load()  # read from the file itself
+
+    shipped = pickle.loads(pickle.dumps(task))
+    path.unlink()
+    tasks._cached_data.cache_clear()
+    data = shipped.data()
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(data, name), getattr(expected, name)), name
+    assert data.classes == expected.classes == 2

@@ -176,3 +176,37 @@ def test_missing_unreadable_or_damaged_files_raise_user_error(tmp_path, monkeypa
     with pytest.raises(UserError) as error:
         load_table(path, "label")
     assert str(error.value) == f"cannot read {path}: Permission denied"
+
+
+@pytest.mark.parametrize("kind", ["csv", "npz"])
+def test_a_missing_target_is_never_matched_to_a_one_letter_name(tmp_path, kind):
+    """'c' is inside 'species', which is no reason to suggest it: list the names instead."""
+    if kind == "csv":
+        path = write(tmp_path, "a,b,c,label\n1,2,3,x\n4,5,6,y\n1,2,3,x\n4,5,6,y\n")
+        listing = "no column 'species' (columns: a, b, c, label)"
+    else:
+        path = tmp_path / "data.npz"
+        np.savez(path, x=np.zeros((4, 2)), c=np.array([0, 1, 0, 1]), label=np.zeros(4))
+        listing = "no label array 'species' (arrays: x, c, label)"
+    with pytest.raises(UserError) as error:
+        load_table(path, "species")
+    assert str(error.value) == f"{path}: {listing}"
+    with pytest.raises(UserError, match=r"did you mean 'label'\?$"):
+        load_table(path, "lable")
+
+
+def test_a_table_parses_from_its_bytes_without_opening_the_file(tmp_path):
+    """What a trial on another machine does: it has the file's bytes from the driver, and the
+    path only to name the file in messages."""
+    gone = tmp_path / "gone.csv"
+    x, y = load_table(gone, "label", content=GOOD.encode())
+    assert x.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]] and y.tolist() == [0, 1, 0, 1]
+    with pytest.raises(UserError, match=r"gone\.csv line 3: expected 3 fields, got 2"):
+        load_table(gone, "label", content=b"a,b,label\n1,2,cat\n3,dog\n")
+    archive = tmp_path / "t.npz"
+    np.savez(archive, x=np.arange(8.0).reshape(4, 2), y=np.array([1, 0, 1, 0]))
+    content = archive.read_bytes()
+    archive.unlink()
+    x, y = load_table(archive, "y", content=content)
+    assert x.tolist() == [[0, 1], [2, 3], [4, 5], [6, 7]] and y.tolist() == [1, 0, 1, 0]
+    assert not list(tmp_path.iterdir())

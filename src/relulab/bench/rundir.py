@@ -6,7 +6,7 @@ Layout::
         config.json                      full config, versions, code identity (git commit and
                                          a hash of relulab's source), platform, trial list,
                                          and every resume of the run
-        .lock                            held by the process that runs the run
+        .lock                            exists while a process runs the run: its lock
         trials/<task>-<act>-s<seed>/
             metrics.jsonl                one line per epoch
             predictions.npy              test-set class probabilities (float32)
@@ -15,13 +15,17 @@ Layout::
 
 Every file is written to a temporary name in its directory, flushed to disk and renamed into
 place, so a kill at any moment leaves either the old file, the new one, or none. The lock is
-a :mod:`filelock` lock (``flock`` on POSIX, ``msvcrt.locking`` on Windows), released by the
-operating system when its process dies.
+``flock`` on POSIX and ``msvcrt.locking`` on Windows, which the operating system releases when
+its process dies; :func:`exclusive` says how ``.lock`` is removed at the end of a run without
+ever letting two processes hold it. (Not :mod:`filelock`: its Unix lock keeps the file by
+design, and checking that a locked file is still the one at the path needs the descriptor,
+which it keeps private.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -36,15 +40,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from relulab.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt instead
+    fcntl = None
 
 SCHEMA_VERSION = 1
 CONFIG = "config.json"
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
 PREDICTIONS = "predictions.npy"
+LOCK = ".lock"
 
 
 def _current_umask() -> int:
@@ -117,18 +126,85 @@ def exclusive(run: Path) -> Iterator[None]:
 
     Raises UserError at once, without waiting, when another holder has it. Each call takes
     the lock anew, so a second call in the same process is refused too.
+
+    The lock is on the file ``run/.lock``, which the holder removes as it ends, so that a
+    finished run leaves none behind (a killed one does; the next holder takes it over). A
+    lock on a file no longer at that path would guard nothing: a third process could create
+    a new ``.lock`` and run alongside. Two rules exclude that. The holder removes the file
+    while it still holds the lock (on Windows, where an open file cannot be removed, after
+    closing it, and then only if no other process has it open). And a process that wins the
+    lock checks that the file it locked is still the one at the path; if not, the file was
+    removed by a holder that has finished, and it tries again on the file there now.
     """
-    lock = FileLock(run / ".lock")
+    path = run / LOCK
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UserError(f"{run} is being run by another process") from None
+        descriptor = _take_lock(path)
     except OSError as error:
         raise UserError(f"cannot lock {run}: {error.strerror or error}") from None
+    if descriptor is None:
+        raise UserError(f"{run} is being run by another process")
     try:
         yield
     finally:
-        lock.release()
+        _drop_lock(path, descriptor)
+
+
+def _take_lock(path: Path) -> int | None:
+    """An open descriptor of the file at ``path``, locked by it; None if another holds it."""
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+        try:
+            locked = _try_lock(descriptor)
+            if locked and _still_at(path, descriptor):
+                return descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)
+        if not locked:
+            return None
+
+
+def _still_at(path: Path, descriptor: int) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(descriptor))
+    except FileNotFoundError:
+        return False
+
+
+def _try_lock(descriptor: int) -> bool:
+    if fcntl is not None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+    import msvcrt
+
+    try:
+        msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+    except OSError as error:
+        if error.errno in (errno.EACCES, errno.EDEADLK):  # another process holds the byte
+            return False
+        raise
+    return True
+
+
+def _drop_lock(path: Path, descriptor: int) -> None:
+    if fcntl is not None:
+        try:
+            path.unlink(missing_ok=True)  # still holding the lock: see exclusive
+        finally:
+            os.close(descriptor)  # releases the lock
+        return
+    import msvcrt
+
+    try:
+        msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1)
+    finally:
+        os.close(descriptor)
+    with contextlib.suppress(OSError):  # refused while another process has it open
+        path.unlink()
 
 
 def new_run_directory(parent: Path, name: str) -> Path:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,12 +20,16 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from relulab.bench import rundir
-from relulab.bench.tasks import canonical_task_name, get_task
+from relulab.bench.tasks import Table, Task, TaskData, canonical_task_name, get_task
 from relulab.bench.trainer import TrialOutcome, TrialSpec, activation_for_width, run_trial
 from relulab.errors import UserError
 from relulab.optional import require
 from relulab.registry import did_you_mean, format_spec, parse_spec
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TASKS = ("spirals", "digits", "mnist1d")
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "mish", "golu", "smelu", "xsilu")
@@ -131,13 +137,52 @@ class BenchConfig:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
+def _table(config: BenchConfig) -> Task:
+    """The table task of ``config``, carrying its file's bytes (see :class:`Table`), after
+    checking that they are the bytes the run recorded."""
+    task = Table.from_file(config.data, config.target)
+    if config.data_sha256 and task.sha256 != config.data_sha256:
+        raise UserError(
+            f"{config.data} changed since the run started (sha256 {config.data_sha256[:12]} "
+            f"→ {task.sha256[:12]}); start a new run"
+        )
+    return task
+
+
+# Below these, test scores move in steps too coarse to compare activations by.
+MIN_TEST_EXAMPLES = 20
+MIN_TEST_PER_CLASS = 2
+
+
+def warn_if_small(task: Task, data: TaskData) -> None:
+    """Log one warning when ``task``'s test set is too small to tell activations apart: fewer
+    than :data:`MIN_TEST_EXAMPLES` examples, or fewer than :data:`MIN_TEST_PER_CLASS` of
+    some class."""
+    counts = np.bincount(data.y_test.numpy(), minlength=data.classes)
+    total, fewest = int(counts.sum()), int(counts.min())
+    if total >= MIN_TEST_EXAMPLES and fewest >= MIN_TEST_PER_CLASS:
+        return
+    source = getattr(task, "path", "") or task.name
+    held_out = " (a table's test split is 20% of its rows)" if isinstance(task, Table) else ""
+    log.warning(
+        "warning: %s: only %d test examples (%d in the smallest class), so each is worth "
+        "%.1f points of %s, too coarse to compare activations by; use at least %d test "
+        "examples and %d per class%s",
+        source, total, fewest, 100 / total, task.metric, MIN_TEST_EXAMPLES,
+        MIN_TEST_PER_CLASS, held_out,
+    )  # fmt: skip
+
+
 def plan(config: BenchConfig) -> list[TrialSpec]:
-    """Every (task, activation, seed) trial of a resolved config, in a stable order."""
+    """Every (task, activation, seed) trial of a resolved config, in a stable order.
+
+    Runs on the driver: it reads the data of every task (so that unreadable data fails here,
+    not in a worker) and warns about a test set too small to compare by (:func:`warn_if_small`).
+    """
     specs = []
     for task_name in config.tasks:
-        arguments = {"path": config.data, "target": config.target} if task_name == "table" else {}
-        task = get_task(task_name, **arguments)
-        task.data()  # unreadable data fails here, not in a worker
+        task = _table(config) if task_name == "table" else get_task(task_name)
+        warn_if_small(task, task.data())
         for activation in config.activations:
             for seed in range(config.seeds):
                 specs.append(
@@ -211,23 +256,107 @@ def _process_pool(specs: list[TrialSpec], workers: int) -> Iterator[tuple[TrialS
             raise
 
 
-def connect_ray(address: str | None) -> Any:
-    """Ray, connected to ``address`` ($RAY_ADDRESS, else a running cluster) unless it is already."""
+RAY_CONNECT_TIMEOUT = 10.0  # seconds to wait for a cluster's address to answer
+
+
+def connect_ray(
+    address: str | None = None,
+    *,
+    workers: int | None = None,
+    threads: int = 1,
+    timeout: float = RAY_CONNECT_TIMEOUT,
+) -> Any:
+    """Ray, initialised (unless it already is) to run trials.
+
+    With an ``address`` (else $RAY_ADDRESS): connect to that cluster (``HOST:PORT`` of its
+    head, ``ray://HOST:PORT`` for Ray Client, or ``auto`` for one started by ``ray start`` on
+    this machine). The address must answer within ``timeout`` seconds: Ray itself would
+    retry an unreachable one for many minutes. Without either: start a local Ray instance,
+    as ``ray.init()`` does, with ``workers × threads`` CPUs, so that ``workers`` trials of
+    ``threads`` torch threads each run at once (all the machine's CPUs when ``workers`` is
+    None), and log one line saying so. Raises UserError in one line when the cluster cannot
+    be reached.
+    """
     ray = require("ray", extra="ray", purpose="--executor ray")
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return ray
+    given = address or os.environ.get("RAY_ADDRESS") or None
+    # Ray's own log lines (token authentication, dashboard) are not the user's business here.
+    quiet = {"logging_level": logging.ERROR, "include_dashboard": False}
+    if given is None:
         try:
-            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto")
-        except (ConnectionError, RuntimeError) as error:
-            raise UserError(
-                f"cannot reach a Ray cluster: {str(error).strip().splitlines()[0]}"
-            ) from None
+            ray.init(address="local", num_cpus=workers and workers * threads, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise UserError(f"cannot start a local Ray instance: {_first_line(error)}") from None
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        log.warning(
+            "no --ray-address or $RAY_ADDRESS: started a local Ray instance with %d CPUs; "
+            "give a cluster's address to run on it",
+            cpus,
+        )
+        return ray
+    where = given if address else f"{given} ($RAY_ADDRESS)"
+    _check_reachable(given, where, timeout)
+    try:  # Ray Client (ray://) would pass the quieting options on to the cluster's ray.init
+        ray.init(address=given, **({} if given.startswith("ray://") else quiet))
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        reason = _first_line(error)
+        if "InvalidAuthToken" in f"{error} {error.__cause__}":
+            # Ray sends its token to an explicit address only when told to.
+            reason = (
+                "the cluster wants its authentication token: set RAY_AUTH_MODE=token, with "
+                "the head's token in ~/.ray/auth_token or $RAY_AUTH_TOKEN"
+            )
+        raise UserError(f"cannot reach a Ray cluster at {where}: {reason}") from None
     return ray
 
 
-def _ray(specs: list[TrialSpec], address: str | None) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
-    ray = connect_ray(address)
-    remote_trial = ray.remote(run_trial)
-    references = {remote_trial.options(num_cpus=spec.threads).remote(spec): spec for spec in specs}
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _check_reachable(address: str, where: str, timeout: float) -> None:
+    """A TCP connection to ``address`` (``[ray://]HOST:PORT``) opens within ``timeout``
+    seconds; ``auto`` and ``local`` are left to Ray."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(
+            f"a Ray address is HOST:PORT (the head's, e.g. 10.0.0.5:6379) or auto, got {where}"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except TimeoutError:
+        reason = f"no answer within {timeout:g} s"
+    except OSError as error:
+        reason = error.strerror or str(error)
+    else:
+        return
+    raise UserError(
+        f"cannot reach a Ray cluster at {where}: {reason} (is `ray start --head` running "
+        "there? Leave out --ray-address and $RAY_ADDRESS to run on a local Ray instance)"
+    )
+
+
+def _trial_of(task: Task, fields: dict[str, Any]) -> TrialOutcome:
+    """A trial on a Ray worker: ``task`` comes from Ray's object store, one copy for every
+    trial of the task (a table task carries its file's bytes)."""
+    return run_trial(TrialSpec(task=task, **fields))
+
+
+def _ray(
+    specs: list[TrialSpec], address: str | None, workers: int | None
+) -> Iterator[tuple[TrialSpec, TrialOutcome]]:
+    threads = max(spec.threads for spec in specs) if specs else 1
+    ray = connect_ray(address, workers=workers, threads=threads)
+    remote_trial = ray.remote(_trial_of)
+    shared = {task: ray.put(task) for task in dict.fromkeys(spec.task for spec in specs)}
+    references = {}
+    for spec in specs:
+        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+        task = shared[fields.pop("task")]
+        references[remote_trial.options(num_cpus=spec.threads).remote(task, fields)] = spec
     pending = list(references)
     while pending:
         finished, pending = ray.wait(pending, num_returns=1)
@@ -242,9 +371,13 @@ def execute(
     executor: str = "local",
     ray_address: str | None = None,
 ) -> Iterable[tuple[TrialSpec, TrialOutcome]]:
-    """Run ``specs`` and yield each (spec, outcome) as it finishes, in any order."""
+    """Run ``specs`` and yield each (spec, outcome) as it finishes, in any order.
+
+    ``workers`` is the number of trials at a time; with ``executor="ray"`` it sizes the local
+    Ray instance, when one has to be started (see :func:`connect_ray`).
+    """
     if executor == "ray":
-        return _ray(specs, ray_address)
+        return _ray(specs, ray_address, workers)
     if executor != "local":
         raise UserError(f"unknown executor {executor!r} (choose from local, ray)")
     if workers < 1:
@@ -296,6 +429,36 @@ def code_differences(started: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return differences
 
 
+def _data_for_resume(stored: BenchConfig, given: str | None) -> str:
+    """Where the data of the run ``stored`` is now: its recorded path, or ``given`` (--data)
+    when that file holds the same bytes (the file moved). Raises UserError when the file is
+    gone or its content differs from the run's."""
+    recorded, digest = stored.data, stored.data_sha256
+    if given is None:
+        if not Path(recorded).is_file():
+            raise UserError(
+                f"--resume: the run's data file {recorded} is gone; if it moved, add "
+                f"--data NEW_PATH (the same content: sha256 {digest[:12]}…)"
+            )
+        path = recorded
+    else:
+        path = str(Path(given).resolve())
+        if not Path(path).is_file():
+            raise UserError(f"cannot read {given}: no such file")
+    now = _file_digest(path)
+    if now == digest:
+        return path
+    if path == recorded:
+        raise UserError(
+            f"--resume: {recorded} changed since the run started (sha256 {digest[:12]} → "
+            f"{now[:12]}); start a new run"
+        )
+    raise UserError(
+        f"--resume: {path} (sha256 {now[:12]}) is not the file this run started with, "
+        f"{recorded} (sha256 {digest[:12]}); give --data a copy of that or start a new run"
+    )
+
+
 def resume_run(
     run: Path, requested: dict[str, Any] | None = None, *, force: bool = False
 ) -> tuple[BenchConfig, list[TrialSpec]]:
@@ -303,7 +466,9 @@ def resume_run(
 
     ``requested`` holds experiment options given again on the command line; any that differ
     from the stored run are an error, and so are a changed data file and a changed plan (the
-    code's defaults moved): a resumed run must finish the experiment it started. Other code
+    code's defaults moved): a resumed run must finish the experiment it started. A data file
+    that moved is given as ``requested["data"]``: accepted when its sha256 is the run's, and
+    its new path recorded in config.json (and in the resume's ``data_moved``). Other code
     (:func:`code_differences`: versions, git commit, source hash) is an error too unless
     ``force``; each resume is appended to config.json's ``resumes``, with what it forced.
 
@@ -317,6 +482,13 @@ def resume_run(
         requested = {
             k: v for k, v in (requested or {}).items() if k in EXPERIMENT_FIELDS and v is not None
         }
+        moved = None
+        if stored.data:
+            data = _data_for_resume(stored, requested.pop("data", None))
+            if data != stored.data:
+                moved = {"from": stored.data, "to": data}
+                stored = dataclasses.replace(stored, data=data)
+                stored_file["config"]["data"] = data
         if requested:
             again = dataclasses.replace(stored, **requested, data_sha256=None).resolved()
             for key in requested:
@@ -326,10 +498,6 @@ def resume_run(
                         f"--resume: this run has {key}={has!r}, not {given!r}; "
                         "drop the option or start a new run"
                     )
-        if stored.data and _file_digest(stored.data) != stored.data_sha256:
-            raise UserError(
-                f"--resume: {stored.data} changed since the run started; start a new run"
-            )
         now = rundir.environment()
         differences = code_differences(stored_file, now)
         if differences and not force:
@@ -347,6 +515,8 @@ def resume_run(
             "forced": bool(differences),
             "differences": differences,
         }
+        if moved:
+            resume["data_moved"] = moved
         resume.update({k: now[k] for k in ("versions", "git", "source")})
         stored_file["resumes"] = [*stored_file.get("resumes", []), resume]
         rundir.write_json_atomic(run / rundir.CONFIG, stored_file)

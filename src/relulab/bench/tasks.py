@@ -16,8 +16,9 @@ is tested on the same examples and their predictions can be compared.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -293,15 +294,28 @@ class MNIST1D(Task):
 @dataclass(frozen=True)
 class Table(Task):
     """The user's own table (``--data FILE --target COLUMN``): numeric features, standardised;
-    a class label column; a stratified 80/20 split; an MLP 64-64."""
+    a class label column; a stratified 80/20 split; an MLP 64-64.
+
+    Made by :meth:`from_file`, it carries the file's bytes, so that a trial on another machine
+    (a Ray worker) never opens ``path``, which exists on the driver's machine only. The bytes
+    are left out of comparisons and hashing; their ``sha256`` stands for them.
+    """
 
     name: ClassVar[str] = "table"
     description: ClassVar[str] = "your CSV or NPZ file (--data FILE --target COLUMN), MLP"
     path: str = ""
     target: str = ""
+    sha256: str = ""
+    content: bytes | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_file(cls, path: str, target: str) -> Table:
+        """The table of ``path``, read once, here."""
+        content = user_data.read_bytes(path)
+        return cls(path, target, hashlib.sha256(content).hexdigest(), content)
 
     def load(self) -> TaskData:
-        x, y = user_data.load_table(self.path, self.target)
+        x, y = user_data.load_table(self.path, self.target, self.content)
         train, test = stratified_split(y, 0.2)
         return _task_data(x, y, train, test)
 

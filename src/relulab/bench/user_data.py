@@ -4,6 +4,7 @@ NPZ file, with errors that point at the file, line and cell."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 import zipfile
 import zlib
@@ -15,27 +16,40 @@ from relulab.errors import UserError
 from relulab.registry import did_you_mean
 
 
-def load_table(path: str | Path, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features (float64, N×D) and class indices (N,) from a .csv or .npz file.
-
-    CSV: a header row; ``target`` names the label column; every other column must be
-    numeric. NPZ: an array ``x`` (or ``X``) of shape N×D and the label array named ``target``.
-    Raises UserError, in one line naming the file (and the line and column where there is
-    one), for a missing or unreadable file and for anything malformed.
-    """
+def read_bytes(path: str | Path) -> bytes:
+    """The file's content; UserError in one line when it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"cannot read {path}: no such file")
     try:
-        if path.suffix.lower() == ".npz":
-            x, labels = _read_npz(path, target)
-        elif path.suffix.lower() in (".csv", ".txt"):
-            x, labels = _read_csv(path, target)
-        else:
-            suffix = path.suffix or "no suffix"
-            raise UserError(f"{path}: expected a .csv or .npz file, got {suffix!r}")
+        return path.read_bytes()
     except OSError as error:  # e.g. no permission, or the disk failed mid-read
         raise UserError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def load_table(
+    path: str | Path, target: str, content: bytes | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (float64, N×D) and class indices (N,) from a .csv or .npz file.
+
+    CSV: a header row; ``target`` names the label column; every other column must be
+    numeric. NPZ: an array ``x`` (or ``X``) of shape N×D and the label array named ``target``.
+    ``content``, when given, is the file's bytes, read before (a bench trial gets them from
+    the driver, on a machine that may not have the file): the file is then not opened, and
+    ``path`` only names it in messages and gives its type by its suffix.
+    Raises UserError, in one line naming the file (and the line and column where there is
+    one), for a missing or unreadable file and for anything malformed.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".npz", ".csv", ".txt"):
+        suffix = path.suffix or "no suffix"
+        raise UserError(f"{path}: expected a .csv or .npz file, got {suffix!r}")
+    if content is None:
+        content = read_bytes(path)
+    if path.suffix.lower() == ".npz":
+        x, labels = _read_npz(path, content, target)
+    else:
+        x, labels = _read_csv(path, content, target)
     classes, y = _class_indices(labels)
     if len(classes) < 2:
         raise UserError(
@@ -46,6 +60,16 @@ def load_table(path: str | Path, target: str) -> tuple[np.ndarray, np.ndarray]:
         rare = classes[int(counts.argmin())]
         raise UserError(f"{path}: class {rare!r} has only 1 row; each class needs at least 2")
     return x, y
+
+
+def _name_hint(name: str, names: list[str], kind: str) -> str:
+    """'; did you mean ...?' among ``names``, else the list of them.
+
+    A name of one or two characters is never offered: did_you_mean also offers a choice
+    found inside the word, and a column 'c' is found inside 'species'.
+    """
+    hint = did_you_mean(name, [n for n in names if len(n) >= 3])
+    return hint or f" ({kind}: {', '.join(names) or 'none'})"
 
 
 def _class_indices(labels: list[str]) -> tuple[list[str], np.ndarray]:
@@ -66,23 +90,17 @@ def _class_indices(labels: list[str]) -> tuple[list[str], np.ndarray]:
     return classes, np.asarray([index[key(label)] for label in labels], dtype=np.int64)
 
 
-def _read_csv(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
-    rows = None
+def _read_csv(path: Path, content: bytes, target: str) -> tuple[np.ndarray, list[str]]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = csv.reader(handle)
-            return _parse_csv(path, rows, target)
-    except UnicodeDecodeError:
-        raw = path.read_bytes()
-        try:
-            raw.decode("utf-8-sig")
-            line = 1
-        except UnicodeDecodeError as error:  # the file's own offset, not the reader's chunk's
-            line = raw[: error.start].count(b"\n") + 1
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:  # the line of the first byte that is not UTF-8
+        line = content[: error.start].count(b"\n") + 1
         raise UserError(f"{path} line {line}: not UTF-8 text") from None
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _parse_csv(path, rows, target)
     except csv.Error as error:  # e.g. a field over the csv module's size limit
-        line = rows.line_num if rows is not None else 1
-        raise UserError(f"{path} line {line}: {error}") from None
+        raise UserError(f"{path} line {rows.line_num}: {error}") from None
 
 
 def _parse_csv(path: Path, rows, target: str) -> tuple[np.ndarray, list[str]]:
@@ -93,7 +111,7 @@ def _parse_csv(path: Path, rows, target: str) -> tuple[np.ndarray, list[str]]:
     if repeated:
         raise UserError(f"{path} line 1: column {repeated[0]!r} appears twice")
     if target not in header:
-        hint = did_you_mean(target, header) or f" (columns: {', '.join(header)})"
+        hint = _name_hint(target, header, "columns")
         raise UserError(f"{path}: no column {target!r}{hint}")
     if len(header) < 2:
         raise UserError(f"{path}: no feature columns besides the target {target!r}")
@@ -136,9 +154,9 @@ def _number(cell: str, where: str) -> float:
     return value
 
 
-def _read_npz(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
+def _read_npz(path: Path, content: bytes, target: str) -> tuple[np.ndarray, list[str]]:
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(io.BytesIO(content), allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UserError(f"{path}: not a readable .npz file ({error})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -149,7 +167,7 @@ def _read_npz(path: Path, target: str) -> tuple[np.ndarray, list[str]]:
         if feature_key is None:
             raise UserError(f"{path}: no feature array 'x' (arrays: {', '.join(keys) or 'none'})")
         if target not in keys:
-            hint = did_you_mean(target, keys) or f" (arrays: {', '.join(keys)})"
+            hint = _name_hint(target, keys, "arrays")
             raise UserError(f"{path}: no label array {target!r}{hint}")
         try:
             x, y = archive[feature_key], archive[target]
