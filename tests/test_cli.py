@@ -370,3 +370,19 @@ def test_a_resume_of_a_running_run_says_only_that_it_is_running(capsys, tmp_path
         code, out, err = run(capsys, "bench", "--resume", str(run_dir))
     assert code == 2 and out == ""
     assert err == f"relulab bench: error: {run_dir} is being run by another process\n"
+
+
+def test_library_warnings_reach_stderr_with_the_commands_prefix(capsys, monkeypatch):
+    import logging
+
+    from relulab.cli import bench as bench_cli
+
+    def warn_and_stop(args):
+        logging.getLogger("relulab.bench.runner").warning("warning: a small table")
+        return 0
+
+    monkeypatch.setattr(bench_cli, "run", warn_and_stop)
+    parser_run = main(["bench", "--quiet"])
+    captured = capsys.readouterr()
+    assert parser_run == 0
+    assert captured.err == "relulab bench: warning: a small table\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 import os
 import platform
 import re
@@ -97,6 +98,31 @@ def _reader_gone() -> int:
     return EXIT_BROKEN_PIPE
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each message (a test's capture)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _show_library_messages(command: str) -> None:
+    """relulab's own log lines (a small table's warning, Ray starting) on stderr, prefixed
+    with the command as its errors are; a library user's logging setup is left alone."""
+    logger = logging.getLogger("relulab")
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        logger.addHandler(handler)
+    handler.setFormatter(logging.Formatter(f"relulab {command}: %(message)s"))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -110,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
     except BrokenPipeError:  # raised by stdout's flush: its reader has gone
         return _reader_gone()
+    _show_library_messages(args.command)
     try:
         code = args.run(args)
         sys.stdout.flush()  # a closed pipe shows up here rather than at interpreter exit

@@ -50,7 +50,11 @@ def add_parser(subparsers) -> None:
     add("--threads", type=int, help="torch threads per trial (default 1)")
     add("--workers", type=int, help="parallel trials (default: CPUs / threads)")
     add("--executor", choices=("local", "ray"), default="local")
-    add("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a running one)")
+    add(
+        "--ray-address",
+        help="HOST:PORT of a Ray cluster's head, or auto for one started by 'ray start' here "
+        "(default: $RAY_ADDRESS, else a local Ray instance with --workers CPUs)",
+    )
     add(
         "--data",
         metavar="FILE",
@@ -149,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     _check_table_options(args)
     if args.executor == "ray":
-        runner.connect_ray(args.ray_address)  # before any run directory exists
+        # before any run directory exists
+        runner.connect_ray(args.ray_address, workers=args.workers, threads=args.threads or 1)
     requested = _requested(args)
     if args.force and not args.resume:
         raise UserError("--force applies to --resume DIR only")
