@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'relu
 
 @pytest.fixture(scope="module")
 def local_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -121,3 +121,10 @@ def test_a_table_task_carries_its_files_bytes(tmp_path):
     for name in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(data, name), getattr(expected, name)), name
     assert data.classes == expected.classes == 2
+
+
+def test_a_schedule_of_one_epoch_and_one_step_reads_in_the_singular():
+    assert str(Schedule(epochs=1, batch_size=64, learning_rate=3e-3, steps=1)) == (
+        "1 epoch = 1 step of batch 64, Adam lr 0.003"
+    )
+    assert str(Schedule(2, 64, 3e-3, 44)).startswith("2 epochs = 44 steps of batch 64")

@@ -333,3 +333,10 @@ def test_bad_pattern_and_class_arguments_are_value_errors():
         relulab.list_activations(3)
     with pytest.raises(ValueError, match="unexpected keyword argument 'beta'"):
         relulab.get_activation(relulab.ELU, beta=1)
+
+
+def test_suggestions_are_never_a_one_letter_name_inside_the_word():
+    from relulab.registry import did_you_mean
+
+    assert did_you_mean("species", ["a", "b", "c", "label"]) == ""
+    assert did_you_mean("slope", ["negative_slope", "c"]) == "; did you mean 'negative_slope'?"

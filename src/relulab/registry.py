@@ -206,7 +206,10 @@ def did_you_mean(word: str, choices: list[str]) -> str:
     )
     close = [c for score, c in scored if score >= 0.6 and score >= scored[0][0] - 0.05][:3]
     if not close:  # 'slope' for 'negative_slope': a part of the name
-        close = [c for c in choices if len(word) >= 3 and (word in c or c in word)][:3]
+        # ... but not 'c' for 'species': a choice inside the word must be a word itself
+        close = [
+            c for c in choices if len(word) >= 3 and (word in c or (len(c) >= 3 and c in word))
+        ][:3]
     if not close:
         return ""
     quoted = [repr(c) for c in close]

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from relulab.errors import UserError
+from relulab.machine import cpu_model
 
 try:
     import fcntl
@@ -320,6 +321,7 @@ def environment() -> dict[str, Any]:
             "machine": platform.machine(),
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(),
         },
     }
 

@@ -43,6 +43,10 @@ class TaskData:
     classes: int
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How a trial trains: Adam (its ``weight_decay``, an L2 term, not AdamW's decoupled decay)
@@ -67,7 +71,8 @@ class Schedule:
 
     def __str__(self) -> str:
         text = (
-            f"{self.epochs} epochs = {self.steps} steps of batch {self.batch_size}, "
+            f"{_count(self.epochs, 'epoch')} = {_count(self.steps, 'step')} of batch "
+            f"{self.batch_size}, "
             f"Adam lr {self.learning_rate:g}"
         )
         if self.weight_decay:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import sys
@@ -59,11 +58,9 @@ def add_parser(subparsers) -> None:
 
 def _machine(threads: int) -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one), threads and versions."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
-        cpu = next(
-            (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu
-        )
+    from relulab.machine import cpu_model
+
+    cpu = cpu_model()
     return (
         f"{cpu}, {threads} thread(s), torch {torch.__version__}, python {platform.python_version()}"
     )
