@@ -28,8 +28,8 @@ SEED_OFFSETS = (-0.01, 0.0, 0.015)
 COST = {a: index + 1 for index, a in enumerate(MEANS)}  # ms/epoch ×10, KiB saved
 
 
-def scores(activation: str) -> list[float]:
-    return [MEANS[activation] + offset for offset in SEED_OFFSETS]
+def scores(activation: str, offsets=SEED_OFFSETS) -> list[float]:
+    return [MEANS[activation] + offset for offset in offsets]
 
 
 def probabilities(activation: str, seed: int) -> np.ndarray:
@@ -39,13 +39,15 @@ def probabilities(activation: str, seed: int) -> np.ndarray:
     return rng.dirichlet(np.ones(3), size=60).astype(np.float32)
 
 
-def bench_run(activations, tasks=("spirals", "mnist1d"), epochs=4) -> tuple[Trials, list]:
+def bench_run(
+    activations, tasks=("spirals", "mnist1d"), epochs=4, offsets=SEED_OFFSETS
+) -> tuple[Trials, list]:
     """The trials of a run of ``activations`` (in that --acts order) and its summary rows."""
     results, curves, predictions = {}, {}, {}
     for task in tasks:
         results[task], curves[task], predictions[task] = {}, {}, {}
         for activation in activations:
-            seeds = list(enumerate(scores(activation)))
+            seeds = list(enumerate(scores(activation, offsets)))
             results[task][activation] = [
                 {"status": "ok", "seed": seed, "test_score": score, "metric": "accuracy",
                  "test_loss": 0.3, "ece": 0.05, "layers": [],
@@ -115,6 +117,33 @@ def test_accuracy_rows_in_the_report_table_order_with_the_baseline_marked():
             dashed = [line for line in axis.lines if line.get_linestyle() == "--"]
             (line,) = dashed
             assert list(line.get_xdata()) == pytest.approx([100 * np.mean(scores("relu"))] * 2)
+
+
+def test_accuracy_intervals_are_the_tables_clipped_to_0_100():
+    """Issue 10: two seeds far apart give a t-interval past 0 and 100 %; the table clips it,
+    the plot drew it raw (an axis from -54 to 200 %)."""
+    offsets = (-0.4, 0.1)  # e.g. relu's seeds score 49 % and 99 %
+    trials, rows = bench_run(ACTS, offsets=offsets)
+    figure = plot.bench_figures(trials, rows)["accuracy.png"]
+    t = 12.706204736174707  # Student's t, 97.5 % quantile, 1 degree of freedom
+    for axis, task in zip(figure.axes, trials.results):
+        task_rows = [r for r in rows if r["task"] == task]
+        shown = {}  # activation -> the table's CI, parsed back from its text
+        for cells in report.task_table(task_rows):
+            low, high = cells[3].strip("[]").split(", ")
+            shown[cells[1]] = (float(low), float(high))
+        assert len(axis.containers) == len(ACTS)
+        for container in axis.containers:
+            activation = at_row(axis, container.lines[0].get_ydata()[0])
+            ((x0, _), (x1, _)) = container.lines[2][0].get_segments()[0]
+            assert (x0, x1) == pytest.approx(shown[activation], abs=0.005)
+            # from the seeds themselves: the raw interval passes both ends
+            seeds = np.array(scores(activation, offsets))
+            half = t * seeds.std(ddof=1) / np.sqrt(len(seeds))
+            assert seeds.mean() - half < 0 and seeds.mean() + half > 1
+            assert (x0, x1) == (0.0, 100.0)
+        low, high = axis.get_xlim()
+        assert -3 <= low <= 0 and 100 <= high <= 103
 
 
 def brute_force_pair_differences(activation: str) -> list[float]:
@@ -216,6 +245,25 @@ def test_curves_ticks_are_whole_epochs_and_the_legend_covers_no_curve(epochs):
             assert list(line.get_xdata()) == list(range(1, epochs + 1))
             # a one-epoch curve is one point: it needs a marker to show at all
             assert (line.get_marker() not in ("None", None, "")) == (epochs == 1)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 4])
+def test_curves_legend_keys_look_like_the_curves(epochs):
+    """Issue 10: every key showed a dot although only one-epoch curves have one."""
+    trials, rows = bench_run(ACTS, epochs=epochs)
+    figure = plot.bench_figures(trials, rows)["curves.png"]
+    (legend,) = figure.legends
+    assert len(legend.legend_handles) == len(ACTS)
+    for handle in legend.legend_handles:
+        has_marker = handle.get_marker() not in ("None", None, "")
+        assert has_marker == (epochs == 1)
+        assert handle.get_linestyle() == "-"
+    # one task of one epoch, the other of four: a key has a dot as its one-point curve does
+    trials, rows = bench_run(ACTS, epochs=4)
+    for activation in ACTS:
+        trials.curves["mnist1d"][activation] = [s[:1] for s in trials.curves["mnist1d"][activation]]
+    (legend,) = plot.bench_figures(trials, rows)["curves.png"].legends
+    assert {h.get_marker() for h in legend.legend_handles} == {"o"}
 
 
 def colours_by_activation(figures) -> dict[str, dict[str, str]]:

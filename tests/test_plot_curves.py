@@ -47,3 +47,27 @@ def test_drawing_without_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'relulab\[plot\]'"):
         plot.activations_figure([])
+
+
+def test_a_zoo_draws_each_activation_in_its_own_colour_never_a_listed_ones():
+    """Issue 10: in `relulab plot relu sau smartmixed leaky_relu 'leaky_relu(0.2)'` sau took
+    leaky_relu's brown; 'leaky_relu(0.01)' is leaky_relu itself and took smelu's pink."""
+    colors = pytest.importorskip("matplotlib.colors")
+    from relulab.plot.colours import FIXED
+
+    specs = ["relu", "sau", "smartmixed(num_features=1)", "leaky_relu", "leaky_relu(0.2)"]
+    specs.append(f"leaky_relu({torch.nn.LeakyReLU().negative_slope})")  # torch's default
+    grid = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    (axis,) = plot.activations_figure([plot.activation_curve(s, grid) for s in specs]).axes
+    drawn = {line.get_label(): colors.to_hex(line.get_color()) for line in axis.lines[:6]}
+    assert list(drawn) == specs
+    legend = {
+        t.get_text(): colors.to_hex(h.get_color())
+        for t, h in zip(axis.get_legend().get_texts(), axis.get_legend().legend_handles)
+    }
+    assert legend == drawn
+    assert drawn["relu"] == FIXED["relu"]
+    assert drawn["leaky_relu"] == drawn[specs[-1]] == FIXED["leaky_relu"]
+    others = [drawn[s] for s in ("sau", "smartmixed(num_features=1)", "leaky_relu(0.2)")]
+    fixed = {colors.to_hex(c) for c in FIXED.values()}
+    assert len(set(others)) == 3 and not set(others) & fixed

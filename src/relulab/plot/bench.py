@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from relulab.bench.report import task_title
+from relulab.bench.report import score_ci_shown, task_title
 from relulab.plot.colours import activation_colours
 from relulab.plot.figure import finite, new_figure, save_png
 
 BASELINE_LINE = {"color": "0.45", "linestyle": "--", "linewidth": 0.9, "zorder": 0}
 SEED_DOTS = {"color": "0.65", "markersize": 4, "zorder": 0}
+PERCENT_MARGIN = 2.0  # room beyond 0 and 100 % on a score axis
+CURVE_MARKER = "o"  # on a one-epoch curve, which a line alone would not show
 
 
 def _table_rows(rows: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
@@ -49,7 +51,8 @@ def _scores(axis, trials, rows, task, colours) -> None:
     metric, _ = trials.task_info(task)
     task_rows = [r for r in _table_rows(rows, task) if finite(r["score_mean"])]
     for y, row in enumerate(task_rows):
-        mean, low, high = (100 * row[k] for k in ("score_mean", "score_ci_low", "score_ci_high"))
+        mean = 100 * row["score_mean"]
+        low, high = (100 * bound for bound in score_ci_shown(row))
         error = [[mean - low], [high - mean]] if math.isfinite(low) else None
         axis.errorbar(mean, y, xerr=error, fmt="o", color=colours[row["activation"]], capsize=3)
         results = trials.results[task][row["activation"]]
@@ -57,7 +60,15 @@ def _scores(axis, trials, rows, task, colours) -> None:
         axis.plot(seeds, [y] * len(seeds), ".", **SEED_DOTS)
     _mark_baseline(axis, task_rows, "score_mean")
     _name_rows(axis, task_rows)
+    # everything drawn lies in [0, 100] %; the margin only keeps a dot at 100 in full sight
+    left, right = axis.get_xlim()
+    axis.set_xlim(max(left, -PERCENT_MARGIN), min(right, 100 + PERCENT_MARGIN))
     axis.set_xlabel(f"test {metric} %\nmean, 95% CI; grey: each seed; dashed: baseline")
+
+
+def _epochs(seeds: list[list[dict[str, Any]]]) -> int:
+    """How many points an activation's curve has: the epochs of its finished seeds."""
+    return len(seeds[0]) if seeds else 0
 
 
 def _curves(axis, trials, rows, task, colours) -> None:
@@ -67,8 +78,7 @@ def _curves(axis, trials, rows, task, colours) -> None:
     for activation, seeds in trials.curves[task].items():  # finished (ok) seeds only
         curve = np.mean([[epoch["test_score"] for epoch in seed] for seed in seeds], 0)
         epochs = range(1, len(curve) + 1)
-        # a one-epoch curve is a single point, which a line alone would not show
-        marker = "o" if len(curve) == 1 else None
+        marker = CURVE_MARKER if _epochs(seeds) == 1 else None
         axis.plot(epochs, 100 * curve, linewidth=1.3, marker=marker, color=colours[activation])
     # epochs are whole: no tick at 2.5, and one tick even for a one-epoch run
     axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
@@ -175,8 +185,18 @@ def bench_figures(trials: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
         if legend:
             from matplotlib.lines import Line2D
 
+            # each key as its curves are drawn: a marker only where one is a single point
+            points = {
+                a for t in tasks for a, seeds in trials.curves[t].items() if _epochs(seeds) == 1
+            }
             handles = [
-                Line2D([], [], color=colours[a], marker="o", label=label)
+                Line2D(
+                    [],
+                    [],
+                    color=colours[a],
+                    marker=CURVE_MARKER if a in points else None,
+                    label=label,
+                )
                 for a, label in zip(present, names)
             ]
             # outside the axes, where it covers no curve
