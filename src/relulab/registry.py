@@ -353,6 +353,28 @@ def format_arguments(arguments: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in arguments.items())
 
 
+def canonical_spec(spec: str) -> str:
+    """One spelling per activation: ``"ReLU"`` → ``"relu"``, ``"leaky_relu(0.2)"`` →
+    ``"leaky_relu(negative_slope=0.2)"``, and ``"leaky_relu(0.01)"`` (the default) →
+    ``"leaky_relu"``: arguments equal to their default, of the same kind (a bool matches a
+    bool only, as ``inplace=1`` is no flag), are left out, the rest in the constructor's
+    order."""
+    name, arguments = parse_spec(spec)
+    defaults = _ACTIVATIONS[name].parameters
+
+    def is_default(key: str, value: Any) -> bool:
+        default = defaults.get(key, REQUIRED)
+        numbers = (int, float)
+        same_kind = type(value) is type(default) or (
+            type(value) in numbers and type(default) in numbers
+        )
+        return default is not REQUIRED and same_kind and value == default
+
+    # in the constructor's order, so the order they were typed in does not matter
+    kept = {k: arguments[k] for k in defaults if k in arguments and not is_default(k, arguments[k])}
+    return format_spec(name, kept)
+
+
 def format_spec(name: str, arguments: dict[str, Any] | None = None) -> str:
     """Inverse of :func:`parse_spec`: ``format_spec("elu", {"alpha": 2.0}) == "elu(alpha=2.0)"``."""
     return f"{name}({format_arguments(arguments)})" if arguments else name

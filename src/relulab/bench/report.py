@@ -256,7 +256,7 @@ def task_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     """
     table = []
     for r in rows:
-        low, high = max(r["score_ci_low"], 0.0), min(r["score_ci_high"], 1.0)
+        low, high = score_ci_shown(r)
         table.append(
             [
                 str(r["rank"] or "—"),
@@ -383,6 +383,7 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
             digest = settings.get("data_sha256") or ""
             checksum = f" (SHA-256 {digest[:12]}…)" if digest else ""
             lines += ["", f"## {title}", "", f"Data: {settings['data']}{checksum}.", ""]
+            lines += _small_test_split(trials, task)
         else:
             lines += ["", f"## {task}" + (f": {description}" if description else ""), ""]
         if schedule := trials.task_schedule(task):
@@ -395,6 +396,28 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def score_ci_shown(row: dict[str, Any]) -> tuple[float, float]:
+    """The score's 95% CI as the table and the plots show it: clipped to [0, 1], since the
+    t-interval of a few seeds can reach past what any score can be (summary.csv keeps it
+    raw). A missing bound (NaN) stays NaN."""
+    return max(row["score_ci_low"], 0.0), min(row["score_ci_high"], 1.0)
+
+
+def _small_test_split(trials: Trials, task: str) -> list[str]:
+    """The warning a run printed for a test split too small to compare by, kept in the
+    report (the thresholds are the runner's)."""
+    from relulab.bench.runner import MIN_TEST_EXAMPLES
+
+    sizes = [len(p) for seeds in trials.predictions[task].values() for p in seeds]
+    if not sizes or sizes[0] >= MIN_TEST_EXAMPLES:
+        return []
+    return [
+        f"**Only {sizes[0]} test examples**: each is worth {100 / sizes[0]:.1f} points of "
+        f"accuracy, too coarse to compare activations by (use at least {MIN_TEST_EXAMPLES}).",
+        "",
+    ]
 
 
 def render(run: Path, baseline: str | None = None) -> list[dict[str, Any]]:

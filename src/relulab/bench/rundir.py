@@ -107,7 +107,11 @@ def read_json(path: Path) -> Any:
 def read_config(run: Path) -> dict[str, Any]:
     """A run directory's config.json, or a one-line ValueError saying it is not one."""
     if not (run / CONFIG).is_file():
-        raise UserError(f"{run} is not a relulab run directory (no {CONFIG})")
+        if not run.is_dir():
+            raise UserError(f"{run}: no such run directory")
+        inside = sorted(p.parent for p in run.glob(f"*/{CONFIG}"))
+        hint = f"; the runs in it: {', '.join(map(str, inside[-3:]))}" if inside else ""
+        raise UserError(f"{run} is not a relulab run directory (no {CONFIG}){hint}")
     return read_json(run / CONFIG)
 
 

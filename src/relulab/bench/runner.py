@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from relulab.bench import rundir
+from relulab.bench import rundir, user_data
 from relulab.bench.tasks import Table, Task, TaskData, canonical_task_name, get_task
 from relulab.bench.trainer import TrialOutcome, TrialSpec, activation_for_width, run_trial
 from relulab.errors import UserError
 from relulab.optional import require
-from relulab.registry import did_you_mean, format_spec, parse_spec
+from relulab.registry import canonical_spec, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,6 @@ EXPERIMENT_FIELDS = (
     "tasks", "activations", "suite", "seeds", "epochs", "learning_rate", "batch_size",
     "threads", "data", "target",
 )  # fmt: skip
-
-
-def canonical_spec(spec: str) -> str:
-    """One spelling per activation: ``"ReLU"`` → ``"relu"``, ``"leaky_relu(0.2)"`` →
-    ``"leaky_relu(negative_slope=0.2)"``."""
-    return format_spec(*parse_spec(spec))
 
 
 def _unique(kind: str, names: list[str]) -> list[str]:
@@ -107,11 +101,14 @@ class BenchConfig:
             activation_for_width(spec, 4)
         data, digest = self.data, self.data_sha256
         if "table" in tasks:
-            if not (self.data and self.target):
+            if not self.data:
                 raise UserError("the csv/npz task needs --data FILE and --target COLUMN")
             data = str(Path(self.data).resolve())
-            if not Path(data).is_file():
-                raise UserError(f"cannot read {self.data}: no such file")
+            user_data.read_bytes(data)  # a missing file or a directory: say so now
+            if not self.target:
+                choices = user_data.target_choices(data)
+                listed = f" (in {self.data}: {', '.join(choices)})" if choices else ""
+                raise UserError(f"--data needs --target, the label column or array{listed}")
             digest = _file_digest(data)
         baseline = canonical_spec(self.baseline) if self.baseline else None
         if baseline is None:

@@ -19,6 +19,8 @@ from relulab.registry import did_you_mean
 def read_bytes(path: str | Path) -> bytes:
     """The file's content; UserError in one line when it is missing or unreadable."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot read {path}: it is a directory, not a .csv or .npz file")
     if not path.is_file():
         raise UserError(f"cannot read {path}: no such file")
     try:
@@ -60,6 +62,21 @@ def load_table(
         rare = classes[int(counts.argmin())]
         raise UserError(f"{path}: class {rare!r} has only 1 row; each class needs at least 2")
     return x, y
+
+
+def target_choices(path: str | Path) -> list[str]:
+    """What --target may name in the file: the CSV's header, or the NPZ's arrays (none
+    where the file cannot be read: the load itself reports that)."""
+    path = Path(path)
+    try:
+        content = read_bytes(path)
+        if path.suffix.lower() == ".npz":
+            with np.load(io.BytesIO(content), allow_pickle=False) as archive:
+                return [k for k in archive if k not in ("x", "X", "features")]
+        header = next(csv.reader(io.StringIO(content.decode("utf-8-sig"), newline="")), [])
+        return [name.strip() for name in header if name.strip()]
+    except (UserError, OSError, ValueError, EOFError, zipfile.BadZipFile, csv.Error):
+        return []
 
 
 def _name_hint(name: str, names: list[str], kind: str) -> str:

@@ -107,6 +107,11 @@ def _check_table_options(args: argparse.Namespace) -> None:
         )
     if args.target and not args.data and not args.resume:
         raise UserError(f"{given} names a column of your table; give the table with --data FILE")
+    if args.tasks and len(set(args.tasks) & set(TABLE_TASKS)) > 1:
+        raise UserError(
+            f"--tasks {' '.join(t for t in args.tasks if t in TABLE_TASKS)}: these name one task, "
+            "your table (csv or npz by its file); give one of them"
+        )
 
 
 def _requested(args: argparse.Namespace) -> dict:
@@ -152,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     _check_table_options(args)
+    if args.ray_address is not None and args.executor != "ray":
+        raise UserError(
+            f"--ray-address {args.ray_address} applies to --executor ray; add it, or drop the "
+            "address to run here"
+        )
     if args.executor == "ray":
         # before any run directory exists
         runner.connect_ray(args.ray_address, workers=args.workers, threads=args.threads or 1)
@@ -178,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
         if not quiet:
             where = f"{workers} worker(s)" if args.executor == "local" else "Ray"
             print(
-                f"run {run_dir}: {len(specs)} trials ({done} already done), {where}",
+                f"run {run_dir}: {len(specs)} trial{'s' * (len(specs) != 1)} ({done} already "
+                f"done), {where}",
                 file=sys.stderr,
             )
             print(
