@@ -200,3 +200,27 @@ def test_methods_whose_code_is_hidden_are_listed_not_misread():
     (third,) = search.sites  # readable, but a rewrite would drop the no_grad around it
     assert (third.location.method, third.activation) == ("third", "tanh")
     assert third.obstacle == "Hiding.third is decorated"
+
+
+def _act(t):
+    return torch.sigmoid(t) * F.relu(t)
+
+
+class CallsItsFunction(nn.Module):
+    def forward(self, x):
+        return _act(x) - _act(-x)
+
+
+def test_calls_in_a_users_function_are_sites_of_the_calling_module():
+    (sigmoid, relu) = call_sites(nn.Sequential(nn.Identity(), CallsItsFunction()))
+    assert (sigmoid.path, sigmoid.activation, relu.activation) == ("1", "sigmoid", "relu")
+    assert (relu.location.function, relu.location.method) == (_act, "_act")
+    assert relu.location.lineno == _line(_act, "F.relu(t)")
+    forward = _line(CallsItsFunction.forward, "_act(-x)")
+    (first,) = relu.location.via  # the first call that reaches it...
+    assert (first.method, first.span[0], first.callee) == ("forward", forward, _act)
+    assert len(relu.location.route) == 2  # ...and every call that does
+    assert (
+        relu.where
+        == f"1.forward, test_sites.py:{forward} → _act, test_sites.py:{relu.location.lineno}"
+    )

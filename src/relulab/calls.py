@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import inspect
+import os
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -29,10 +31,12 @@ from torch import nn
 from relulab.registry import ActivationInfo, TorchEquivalent
 from relulab.sites import (
     ActivationSite,
+    CallHop,
     CallLocation,
     RunTimeValue,
     activation_name_of_class,
     call_default,
+    format_route,
     identify_module,
     torch_equivalents,
 )
@@ -52,9 +56,11 @@ class ParsedFunction:
         return text if text is not None and "\n" not in text else ast.unparse(node)
 
 
-def parse_function(function: Callable[..., Any]) -> ParsedFunction | None:
+def parse_function(function: Callable[..., Any], lambdas: bool = False) -> ParsedFunction | None:
     """The ``def`` of ``function`` from its file, or None where its source cannot be read
-    (a class defined in exec'd code or at a REPL) or is not a ``def`` (a lambda)."""
+    (a class defined in exec'd code or at a REPL) or is not a ``def`` (a lambda, unless
+    ``lambdas``: then a lambda alone of its arguments on its line reads as a ``def`` named
+    ``<lambda>`` that returns its body)."""
     try:
         lines, first = inspect.getsourcelines(function)
     except (OSError, TypeError):
@@ -70,9 +76,36 @@ def parse_function(function: Callable[..., Any]) -> ParsedFunction | None:
         return None
     tree = module.body[0].body[0] if indented else module.body[0]
     name = function.__code__.co_name
+    offset = first - (2 if indented else 1)
+    if lambdas and name == "<lambda>":
+        tree = _lambda_def(module, function.__code__, offset)
+        return ParsedFunction(tree, text, offset) if tree is not None else None
     if not isinstance(tree, (ast.FunctionDef, ast.AsyncFunctionDef)) or tree.name != name:
         return None
-    return ParsedFunction(tree, text, first - (2 if indented else 1))
+    return ParsedFunction(tree, text, offset)
+
+
+def _lambda_def(module: ast.Module, code: types.CodeType, offset: int) -> ast.FunctionDef | None:
+    """The one lambda of ``code``'s line and parameters, as a ``def``."""
+    parameters = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    found = [
+        node
+        for node in ast.walk(module)
+        if isinstance(node, ast.Lambda)
+        and node.lineno + offset == code.co_firstlineno
+        and tuple(a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs)
+        == parameters
+    ]
+    if len(found) != 1:
+        return None
+    (node,) = found
+    body = ast.copy_location(ast.Return(node.body), node.body)
+    tree = ast.FunctionDef(
+        name="<lambda>", args=node.args, body=[body], decorator_list=[], returns=None
+    )
+    if "type_params" in ast.FunctionDef._fields:
+        tree.type_params = []
+    return ast.copy_location(tree, node)
 
 
 def self_name(tree: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
@@ -135,10 +168,17 @@ class _Scope:
 
     @classmethod
     def of(
-        cls, function: types.FunctionType, parsed: ParsedFunction, owner: nn.Module, tables: _Tables
+        cls,
+        function: types.FunctionType,
+        parsed: ParsedFunction,
+        owner: nn.Module,
+        tables: _Tables,
+        method: bool = True,
     ) -> _Scope:
+        """The scope of a method of ``owner`` or (``method=False``) of a plain function."""
         bound, imports = _bindings(parsed.tree)
-        return cls(function, parsed, owner, bound, imports, self_name(parsed.tree), tables)
+        instance = self_name(parsed.tree) if method else None
+        return cls(function, parsed, owner, bound, imports, instance, tables)
 
     def _name(self, name: str) -> Any:
         if name == self.self_name:
@@ -200,6 +240,8 @@ def _identify(
     may apply: one, or several when an argument that selects among them (``approximate``)
     is computed at run time."""
     callee = scope.resolve(call.func)
+    if isinstance(callee, functools.partial):
+        return _identify_partial(call, callee, scope, tables)
     if callee is not _UNKNOWN:
         found = (_identify_function(call, scope, *e) for e in _entries(tables.functions, callee))
         return [c for c in found if c is not None]
@@ -217,6 +259,21 @@ def _identify(
         found = _identify_inline_module(call.func, scope)
         return [found] if found is not None else []
     return []
+
+
+def _identify_partial(
+    call: ast.Call, held: functools.partial, scope: _Scope, tables: _Tables
+) -> list[tuple[str, dict[str, Any], bool, bool, str]]:
+    """``self.act(x)`` with ``self.act = partial(F.leaky_relu, negative_slope=0.2)``: the
+    partial's keywords are the call's arguments too."""
+    entries = _entries(tables.functions, held.func)
+    if held.args:  # the tensor, or arguments before it, bound in advance
+        reason = "its functools.partial binds positional arguments"
+        return [(info.name, {}, False, False, reason) for info, _, _ in entries]
+    bound = [ast.keyword(k, ast.Constant(v)) for k, v in held.keywords.items()]
+    spelled = ast.Call(call.func, call.args, bound + call.keywords)
+    found = (_identify_function(spelled, scope, *entry) for entry in entries)
+    return [c for c in found if c is not None]
 
 
 def _identify_inline_module(
@@ -383,16 +440,22 @@ def _function_of(value: Any) -> types.FunctionType | None:
 
 @dataclass(frozen=True)
 class Unexamined:
-    """A method whose calls were not read, why, and the activations it may apply."""
+    """A method, or a function a method calls, whose calls were not read, why, and the
+    activations it may apply. For a function, ``via`` are the calls that reach it and
+    ``at`` is its ``def`` line."""
 
     path: str
     cls: type
     method: str
     candidates: tuple[str, ...]
     reason: str
+    via: tuple[CallHop, ...] = ()
+    at: str = ""
 
     @property
     def where(self) -> str:
+        if self.via:
+            return format_route(self.path, self.via, self.method, self.at)
         return f"{self.path}.{self.method}" if self.path else self.method
 
 
@@ -490,32 +553,60 @@ def _unreadable(function: types.FunctionType, cls: type, name: str) -> str:
     return f"the source of {where} cannot be read (defined in exec'd code or at a REPL?)"
 
 
-def _method_sites(
+FOLLOW_DEPTH = 3
+"""How deep surgery follows calls of plain functions: forward → f → g → h is read; a
+function h calls is not (it is reported if its code names a matching activation)."""
+
+_NOT_USERS = {"torch", "relulab", "builtins", *sys.stdlib_module_names}
+
+
+def _users(function: Any) -> bool:
+    """Code that may be the user's: not torch's, relulab's or the standard library's."""
+    module = getattr(function, "__module__", None) or ""
+    return module.partition(".")[0] not in _NOT_USERS
+
+
+def _callee_function(callee: Any) -> tuple[types.FunctionType | None, str]:
+    """The user's function a call runs, and why it cannot be followed ('' if it can);
+    (None, '') for a callee that is not user's Python code (a class, torch's, a C function)."""
+    if isinstance(callee, functools.partial):
+        function = _function_of(callee.func)
+        if function is None or not _users(function):
+            return None, ""  # a partial of an activation function is a call site itself
+        name = function.__qualname__
+        return function, f"{name} is called through a functools.partial, which is not followed"
+    if isinstance(callee, type):
+        return None, ""
+    function = _function_of(callee)
+    if function is None or not _users(function):
+        return None, ""
+    if function is not callee:
+        return function, f"{function.__qualname__} is decorated"
+    return function, ""
+
+
+def _sites_in(
     path: str,
     owner: nn.Module,
-    cls: type,
-    name: str,
-    value: Any,
     parsed: ParsedFunction,
     scope: _Scope,
+    blocked: str,
+    make: Callable[..., CallLocation],
 ) -> list[ActivationSite]:
-    """The activation calls in one method, in source order, numbered where they share a
-    line; those an earlier surgery replaced (now modules) are left out."""
-    blocked = _structural_obstacle(owner, cls, name, value, parsed.tree)
+    """The activation calls in one method or function, in source order, numbered where they
+    share a line; those an earlier surgery replaced (now modules) are left out."""
     tables, sites = scope.tables, []
     for node in ast.walk(parsed.tree):
         if not isinstance(node, ast.Call):
             continue
         for activation, arguments, inplace, method_form, obstacle in _identify(node, scope, tables):
-            location = CallLocation(
-                cls,
-                name,  # the attribute: `forward = _forward` is rewritten as forward
-                scope.function.__code__.co_filename,
-                node.lineno + parsed.offset,
-                node.col_offset,
-                node.end_lineno + parsed.offset,
-                node.end_col_offset,
-                parsed.segment(node),
+            location = make(
+                filename=scope.function.__code__.co_filename,
+                lineno=node.lineno + parsed.offset,
+                col_offset=node.col_offset,
+                end_lineno=node.end_lineno + parsed.offset,
+                end_col_offset=node.end_col_offset,
+                code=parsed.segment(node),
                 method_form=method_form,
             )
             site = ActivationSite(path, "call", activation, arguments, inplace=inplace)
@@ -536,15 +627,127 @@ def _method_sites(
     return result
 
 
+@dataclass
+class _Reader:
+    """Reads one module: its methods, and the user's functions they call."""
+
+    path: str
+    owner: nn.Module
+    tables: _Tables
+    parsed_cache: dict
+    search: CallSearch
+    blocked: dict[tuple[type, str], str] = field(default_factory=dict)
+    calls: list[CallHop] = field(default_factory=list)
+    reached: dict[types.FunctionType, tuple[CallHop, ...]] = field(default_factory=dict)
+    function_sites: list[ActivationSite] = field(default_factory=list)
+    pending: list[tuple] = field(default_factory=list)  # code whose calls are still to read
+
+    def parse(self, function: types.FunctionType, lambdas: bool = False) -> ParsedFunction | None:
+        if function not in self.parsed_cache:
+            self.parsed_cache[function] = parse_function(function, lambdas)
+        return self.parsed_cache[function]
+
+    def method(self, cls: type, name: str, value: Any, function: types.FunctionType) -> _Scope:
+        """Read a method whose source parses; returns its scope."""
+        parsed = self.parse(function)
+        scope = _Scope.of(function, parsed, self.owner, self.tables)
+        blocked = _structural_obstacle(self.owner, cls, name, value, parsed.tree)
+        self.blocked[(cls, name)] = blocked
+        make = functools.partial(CallLocation, cls, name)  # `forward = _f` is read as forward
+        self.search.sites += _sites_in(self.path, self.owner, parsed, scope, blocked, make)
+        self.pending.append((cls, name, cls, scope, ()))
+        return scope
+
+    def follow(self) -> None:
+        """Read the user's functions that the methods call, nearest first (so each is reached
+        by its shortest chain of calls); those beyond :data:`FOLLOW_DEPTH` are read too, so
+        that their calls can be named, but not rewritten."""
+        while self.pending:
+            holder, name, cls, scope, via = self.pending.pop(0)
+            parsed = scope.parsed
+            for node in ast.walk(parsed.tree):
+                if isinstance(node, ast.Call):
+                    self._reach(node, holder, name, cls, scope, via)
+
+    def _reach(
+        self, node: ast.Call, holder: Any, name: str, cls: type, scope: _Scope, via: tuple
+    ) -> None:
+        function, obstacle = _callee_function(scope.resolve(node.func))
+        if function is None:
+            return
+        parsed = scope.parsed
+        span = (
+            node.lineno + parsed.offset,
+            node.col_offset,
+            node.end_lineno + parsed.offset,
+            node.end_col_offset,
+        )
+        hop = CallHop(holder, name, scope.function.__code__.co_filename, span, function)
+        self.calls.append(hop)
+        if function in self.reached:
+            return
+        via = (*via, hop)
+        self.reached[function] = via
+        readable = self.parse(function, lambdas=True) if not obstacle else None
+        if not obstacle and readable is None:
+            obstacle = f"the source of {function.__qualname__} cannot be read"
+        if obstacle:
+            self.not_followed(cls, function, via, obstacle)
+            return
+        beyond = ""
+        if len(via) > FOLLOW_DEPTH:
+            beyond = (
+                f"{function.__qualname__} is {len(via)} nested calls from the method; "
+                f"surgery rewrites functions up to {FOLLOW_DEPTH} deep"
+            )
+        inner = _Scope.of(function, readable, self.owner, self.tables, method=False)
+        make = functools.partial(CallLocation, cls, function.__name__, function=function, via=via)
+        self.function_sites += _sites_in(self.path, self.owner, readable, inner, beyond, make)
+        self.pending.append((function, function.__name__, cls, inner, via))
+
+    def not_followed(self, cls: type, function: Any, via: tuple, reason: str) -> None:
+        candidates = self.tables.names_in(function, self.owner)
+        if candidates:
+            code = function.__code__
+            at = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+            unexamined = Unexamined(self.path, cls, function.__name__, candidates, reason, via, at)
+            self.search.unexamined.append(unexamined)
+
+    def finish(self) -> None:
+        """Give each call in a function every call that leads there, and keep it where one
+        of them is in a method that cannot be rewritten."""
+        self.follow()
+        for site in self.function_sites:
+            route = self.route(site.location.function)
+            stuck = [self.blocked.get((hop.holder, hop.method)) for hop in route]
+            site.location = replace(site.location, route=route)
+            site.obstacle = site.obstacle or next((s for s in stuck if s), "")
+            self.search.sites.append(site)
+
+    def route(self, function: types.FunctionType) -> frozenset[CallHop]:
+        found: set[CallHop] = set()
+        todo = [function]
+        while todo:
+            callee = todo.pop()
+            for hop in self.calls:
+                if hop.callee is callee and hop not in found:
+                    found.add(hop)
+                    if not isinstance(hop.holder, type):
+                        todo.append(hop.holder)
+        return frozenset(found)
+
+
 def _instance_sites(
     path: str, owner: nn.Module, tables: _Tables, parsed_cache: dict, search: CallSearch
 ) -> None:
-    """Read ``forward`` and every method it reaches on its own instance."""
+    """Read ``forward``, every method it reaches on its own instance, and the user's
+    functions they call (to :data:`FOLLOW_DEPTH`)."""
     mro = origin_class(owner).__mro__
     if _lookup(mro, "forward", None) is None:  # torch's own forward
         held = _held_functions(path, owner, tables)
         search.unexamined += [held] if held else []
         return
+    reader = _Reader(path, owner, tables, parsed_cache, search)
     queue: list[tuple[str, type | None]] = [("forward", None)]
     done: set[tuple[type, str]] = set()
     while queue:
@@ -557,18 +760,15 @@ def _instance_sites(
         function = _function_of(value)
         if function is None:
             continue
-        if function not in parsed_cache:
-            parsed_cache[function] = parse_function(function)
-        parsed = parsed_cache[function]
-        if parsed is None or _hides(function, name):
+        if reader.parse(function) is None or _hides(function, name):
             candidates = tables.names_in(function, owner)
             if candidates:
                 reason = _unreadable(function, cls, name)
                 search.unexamined.append(Unexamined(path, cls, name, candidates, reason))
             continue
-        scope = _Scope.of(function, parsed, owner, tables)
-        queue += _reached(parsed.tree, scope, cls)
-        search.sites += _method_sites(path, owner, cls, name, value, parsed, scope)
+        scope = reader.method(cls, name, value, function)
+        queue += _reached(scope.parsed.tree, scope, cls)
+    reader.finish()
 
 
 def find_call_sites(model: nn.Module, skip: set[int] | None = None) -> CallSearch:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import copy
 import copyreg
 import types
 from dataclasses import dataclass
@@ -57,11 +58,13 @@ def _write_back(activation: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Target:
-    """A replaced call: the key of its module and how its input is passed."""
+    """A replaced call: the key of its module and how its input is passed; or (``function``
+    set) a call of the user's function that now calls the function's rewritten copy."""
 
     key: str
     inplace: bool
     method_form: bool
+    function: Any = None
 
 
 @dataclass(frozen=True)
@@ -77,15 +80,26 @@ class Rewrite:
 def key_of(location: CallLocation, origin: type) -> str:
     """``forward_line42``, with ``_2`` for a second activation call on the line and the
     class name for a method inherited from a base class."""
-    key = f"{location.method}_line{location.lineno}"
+    key = f"{location.method.strip('<>')}_line{location.lineno}"
     if location.ordinal:
         key += f"_{location.ordinal}"
-    return key if location.cls is origin else f"{location.cls.__name__}_{key}"
+    if location.function is not None or location.cls is origin:
+        return key
+    return f"{location.cls.__name__}_{key}"
+
+
+_SITES = "__relulab_sites__"  # the copy of a function takes its modules as this keyword
+
+
+def _copy_name(index: int) -> str:
+    return f"__relulab_function_{index}__"
 
 
 class _CallRewriter(ast.NodeTransformer):
-    def __init__(self, targets: dict[tuple, Target], instance: str, attribute: str) -> None:
-        self.targets, self.instance, self.attribute = targets, instance, attribute
+    def __init__(
+        self, targets: dict[tuple, Target], holder: ast.expr, copies: dict[Any, str]
+    ) -> None:
+        self.targets, self.holder, self.copies = targets, holder, copies
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         node = self.generic_visit(node)  # nested calls first: F.relu(F.relu(x))
@@ -93,15 +107,19 @@ class _CallRewriter(ast.NodeTransformer):
         target = self.targets.get(span)
         if target is None:
             return node
+        load = ast.Load()
+        if target.function is not None:  # mlp_act(h) -> its copy(h, __relulab_sites__=...)
+            passed = ast.keyword(_SITES, self.holder)
+            copy = ast.Name(self.copies[target.function], load)
+            return ast.copy_location(ast.Call(copy, node.args, [*node.keywords, passed]), node)
         if target.method_form:
             source = node.func.value
         elif node.args:
             source = node.args[0]
         else:
             source = next(k.value for k in node.keywords if k.arg == "input")
-        load = ast.Load()
         module = ast.Subscript(
-            value=ast.Attribute(ast.Name(self.instance, load), self.attribute, load),
+            value=self.holder,
             slice=ast.Constant(target.key),
             ctx=load,
         )
@@ -131,16 +149,31 @@ def _find_code(code: types.CodeType, name: str) -> types.CodeType | None:
 
 
 def _rewrite_function(
-    cls: type, function: types.FunctionType, targets: dict[tuple, Target], attribute: str
+    cls: type | None,
+    function: types.FunctionType,
+    targets: dict[tuple, Target],
+    attribute: str,
+    copies: dict[Any, tuple[str, types.CellType]],
 ) -> types.FunctionType:
-    """``function`` (defined in ``cls``) compiled again with the targeted calls replaced."""
-    parsed = parse_function(function)
+    """``function`` (defined in ``cls``, or a plain function for None) compiled again with
+    the targeted calls replaced. A method finds its modules under ``self.<attribute>``; a
+    plain function's copy takes them as the keyword ``__relulab_sites__``. ``copies`` are
+    the names and cells of the rewritten copies that redirected calls call."""
+    parsed = parse_function(function, lambdas=cls is None)
     if parsed is None:  # sites.py read it a moment ago
         raise RuntimeError(f"the source of {function.__qualname__} is no longer readable")
-    tree = parsed.tree
+    tree = copy.deepcopy(parsed.tree)  # the parse is cached; this edits it
     ast.increment_lineno(tree, parsed.offset)
     tree.decorator_list = []  # sites.py only lets through decorators that return the function
-    tree = _CallRewriter(targets, self_name(tree), attribute).visit(tree)
+    load = ast.Load()
+    if cls is None:
+        tree.args.kwonlyargs.append(ast.arg(_SITES))
+        tree.args.kw_defaults.append(None)
+        holder: ast.expr = ast.Name(_SITES, load)
+    else:
+        holder = ast.Attribute(ast.Name(self_name(tree), load), attribute, load)
+    names = {callee: name for callee, (name, _) in copies.items()}
+    tree = _CallRewriter(targets, holder, names).visit(tree)
     # A def written in a class body goes in a class body of the same name, so that private
     # names (self.__x) are mangled as they were; the class's binding is named so that it
     # cannot capture a global the method reads (in a class body, `__Net` is itself
@@ -156,6 +189,7 @@ def _rewrite_function(
         )
     code = function.__code__
     parameters = [n for n in code.co_freevars if n != "__class__"] + [_WRITE_BACK]
+    parameters += [name for name, _ in copies.values()]
     maker = _node(
         ast.FunctionDef,
         name="__relulab_maker__",
@@ -173,8 +207,10 @@ def _rewrite_function(
     module = ast.fix_missing_locations(ast.Module(body=[maker], type_ignores=[]))
     compiled = _find_code(compile(module, code.co_filename, "exec"), code.co_name)
     cells = dict(zip(code.co_freevars, function.__closure__ or ()))
-    cells.setdefault("__class__", types.CellType(cls))  # zero-argument super()
+    if cls is not None:
+        cells.setdefault("__class__", types.CellType(cls))  # zero-argument super()
     cells[_WRITE_BACK] = types.CellType(_write_back)
+    cells.update(copies.values())
     closure = tuple(cells[name] for name in compiled.co_freevars)
     new = types.FunctionType(
         compiled, function.__globals__, function.__name__, function.__defaults__, closure
@@ -218,15 +254,24 @@ def rewritten_class(rewrite: Rewrite) -> type:
     modules (one class per rewrite, so copies share it)."""
     if rewrite in _CLASSES:
         return _CLASSES[rewrite]
-    origin = rewrite.origin
-    by_method: dict[tuple[type, str], dict[tuple, Target]] = {}
-    for (cls, method, *span), target in rewrite.targets:
-        by_method.setdefault((cls, method), {})[tuple(span)] = target
+    origin, attribute = rewrite.origin, rewrite.attribute
+    by_holder: dict[tuple[Any, str], dict[tuple, Target]] = {}
+    for (holder, method, *span), target in rewrite.targets:
+        by_holder.setdefault((holder, method), {})[tuple(span)] = target
+    # The copies of plain functions: each call of one (in a method or another copy, itself
+    # included) is redirected through a cell, filled once every copy is compiled.
+    functions = [holder for holder, _ in by_holder if not isinstance(holder, type)]
+    copies = {f: (_copy_name(i), types.CellType()) for i, f in enumerate(functions)}
     own: dict[str, Any] = {}
     bases: dict[type, dict[str, Any]] = {}
-    for (cls, method), targets in by_method.items():
-        function = _rewrite_function(cls, vars(cls)[method], targets, rewrite.attribute)
-        (own if cls is origin else bases.setdefault(cls, {}))[method] = function
+    for (holder, method), targets in by_holder.items():
+        if not isinstance(holder, type):
+            copies[holder][1].cell_contents = _rewrite_function(
+                None, holder, targets, attribute, copies
+            )
+            continue
+        function = _rewrite_function(holder, vars(holder)[method], targets, attribute, copies)
+        (own if holder is origin else bases.setdefault(holder, {}))[method] = function
     mro = origin.__mro__
     placed = tuple(
         _subclass(cls, methods)
@@ -271,6 +316,8 @@ def replace_calls(
             key = f"{base}_v{n}"
         used.add(key)
         targets[site.location.site_id] = Target(key, site.inplace, site.location.method_form)
+        for hop in site.location.route:  # every call that leads to the site's function
+            targets[hop.site_id] = Target("", False, False, function=hop.callee)
         keys.append(key)
     cls = rewritten_class(Rewrite(origin, frozenset(targets.items()), attribute))
     try:

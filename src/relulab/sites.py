@@ -46,17 +46,58 @@ class RunTimeValue:
 
 
 @dataclass(frozen=True)
+class CallHop:
+    """A call of a user's plain function on the way from a method to an activation call
+    (``mlp_act(self.fc(x))`` in ``forward``).
+
+    Attributes:
+        holder: the class whose method, or the function whose body, makes the call.
+        method: that method's or function's name.
+        filename, lineno: where the call is.
+        span: the call's (lineno, col_offset, end_lineno, end_col_offset) in its file.
+        callee: the function called.
+    """
+
+    holder: Any
+    method: str
+    filename: str
+    span: tuple[int, int, int, int]
+    callee: Any
+
+    @property
+    def site_id(self) -> tuple:
+        return (self.holder, self.method, *self.span)
+
+    def __str__(self) -> str:
+        return f"{os.path.basename(self.filename)}:{self.span[0]}"
+
+
+def format_route(path: str, hops: tuple[CallHop, ...], last: str, at: str) -> str:
+    """``"block.forward, net.py:17 → mlp_act, net.py:6"``: a method's call of a function,
+    each further call, and ``at`` (a file:line) in ``last``, the method or function reached."""
+    steps = [(hop.method, str(hop)) for hop in hops] + [(last, at)]
+    head, first = steps[0]
+    steps[0] = (f"{path}.{head}" if path else head, first)
+    return " → ".join(f"{name}, {where}" for name, where in steps)
+
+
+@dataclass(frozen=True)
 class CallLocation:
     """Where a functional call is in the user's code.
 
     Attributes:
-        cls: the class whose method contains the call (the model's class or a base of it).
-        method: that method's name (``"forward"``).
+        cls: the class whose method contains the call (the model's class or a base of it);
+            for a call in a plain function, that of the method that calls the function.
+        method: that method's name (``"forward"``), or the function's.
         filename, lineno, col_offset, end_lineno, end_col_offset: the call's span in its
             file (lines from 1, columns from 0), which identifies it.
         code: the call as written (``"F.relu(x)"``).
         ordinal: its rank among the activation calls on its line, or 0 if it is alone there.
         method_form: a tensor method (``x.relu()``), whose input is its receiver.
+        function: the user's plain function whose body holds the call (None in a method).
+        via: the calls that lead from the method to ``function``, first the method's.
+        route: every call, in the module's methods and followed functions, that leads to
+            ``function`` (a rewrite redirects them all to its rewritten copy).
     """
 
     cls: type
@@ -69,6 +110,9 @@ class CallLocation:
     code: str
     ordinal: int = 0
     method_form: bool = False
+    function: Any = None
+    via: tuple[CallHop, ...] = ()
+    route: frozenset[CallHop] = frozenset()
 
     @property
     def span(self) -> tuple[int, int, int, int]:
@@ -77,12 +121,12 @@ class CallLocation:
     @property
     def site_id(self) -> tuple:
         """What identifies the call across copies and passes: its class, method and span."""
-        return (self.cls, self.method, *self.span)
+        return (self.function or self.cls, self.method, *self.span)
 
     def where(self, path: str) -> str:
-        """``"layer1.0.forward, model.py:42"``, for the module at ``path``."""
-        method = f"{path}.{self.method}" if path else self.method
-        return f"{method}, {self}"
+        """``"layer1.0.forward, model.py:42"``, for the module at ``path``; for a call in a
+        function, the calls that lead there: ``"forward, net.py:17 → mlp_act, net.py:6"``."""
+        return format_route(path, self.via, self.method, str(self))
 
     def __str__(self) -> str:
         return f"{os.path.basename(self.filename)}:{self.lineno}"

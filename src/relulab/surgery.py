@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -12,9 +13,14 @@ from torch import nn
 
 from relulab import calls, rewrite
 from relulab import sites as site_finder
-from relulab.activations.base import Activation
 from relulab.errors import UserError
-from relulab.registry import activation_info, get_activation, list_activations, resolve_name
+from relulab.registry import (
+    activation_info,
+    format_spec,
+    get_activation,
+    list_activations,
+    resolve_name,
+)
 from relulab.sites import ActivationSite, CallLocation
 
 OldSpec = str | Sequence[str] | type[nn.Module] | Callable[[ActivationSite], bool]
@@ -146,7 +152,31 @@ def _placed(module: nn.Module, *near: nn.Module) -> nn.Module:
 
 
 def _describe(module: nn.Module) -> str:
-    return module.spec if isinstance(module, Activation) else repr(module)
+    """``golu``, ``leaky_relu(negative_slope=0.2)``: the activation's spec with the
+    arguments that differ from its class's defaults (the module's repr if it is none)."""
+    identified = site_finder.identify_module(module)
+    if identified is None:
+        return repr(module)
+    name, arguments = identified
+    try:
+        parameters = inspect.signature(type(module)).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    changed = {
+        key: value
+        for key, value in arguments.items()
+        if key not in parameters or not _is_default(value, parameters[key].default)
+    }
+    return format_spec(name, changed)
+
+
+def _is_default(value: object, default: object) -> bool:
+    if default is inspect.Parameter.empty or isinstance(value, bool) != isinstance(default, bool):
+        return False
+    try:
+        return bool(value == default)
+    except Exception:  # a tensor argument: not comparable with a default, so shown
+        return False
 
 
 def _replace_modules(
@@ -318,14 +348,32 @@ def replace_activations(
     and pickles (given that its class can be imported); ``children()`` of a rewritten module
     include its ``relulab_sites``.
 
+    Calls in the user's own plain functions are replaced too: a function that a method
+    calls (``return mlp_act(self.fc(x))``), a lambda held by the instance (``self.act =
+    lambda t: F.relu(t)``), and the functions those call, up to 3 calls deep
+    (:data:`relulab.calls.FOLLOW_DEPTH`). The function itself is left alone, since other
+    code may use it: the rewritten methods call a rewritten copy of it instead (compiled
+    with its globals, file name and line numbers), whose activation calls run the owning
+    module's ``relulab_sites``. Such a site is reported by the calls that lead to it:
+    ``forward, net.py:17 → mlp_act, net.py:6: F.relu(x) -> golu``. A call through
+    ``functools.partial(F.leaky_relu, negative_slope=0.2)`` held by the instance is a
+    site of its own. Functions of torch, relulab and the standard library, classes and
+    other callables are not followed (their code is not the user's).
+
     A matching call that cannot be replaced is kept, with a ``UserWarning`` naming it and
     its line: an argument that is not a literal (``F.leaky_relu(x, self.slope)``), a
     decorated method, a container (``nn.Sequential`` subclass) whose items are its
     children. So is a method whose source cannot be read (a class defined in exec'd code
-    or at a REPL), named by its class. The modules just put in are never read, so a
-    replacement that itself calls ``F.relu`` is safe. If ``old`` matches no site at all, a
-    ``UserWarning`` says which activations the model does apply (e.g. ``relu ×3 (modules),
-    gelu ×1 (call)``).
+    or at a REPL), named by its class. In a function a method calls, so is a call deeper
+    than 3 calls (named by its line), or any call of a function reached from a method that
+    cannot be rewritten. A function that cannot be followed (its source cannot be read, it
+    is decorated, or it is called through ``functools.partial``) is named, with the line
+    that calls it, when its code (or a function it closes over) names an activation that
+    ``old`` matches (``F.relu``, ``.relu()``); otherwise, and for C functions, nothing is
+    said. The modules just put in are never read, so a replacement that itself calls
+    ``F.relu`` is safe. If ``old`` matches no site at all, a ``UserWarning`` says which
+    activations the model does apply, in modules and calls alike, those in its functions
+    included (e.g. ``relu ×3 (modules), gelu ×1 (call)``).
 
     Args:
         model: the network.
@@ -341,7 +389,9 @@ def replace_activations(
     Returns:
         The new model and a :class:`SurgeryReport`: one line per site, a module by its path
         (``stem.2 (module): relu -> golu``), a call by its module path, method, file and
-        line (``layer1.0.forward, model.py:42: F.relu(out) -> golu``).
+        line (``layer1.0.forward, model.py:42: F.relu(out) -> golu``). The new activation
+        is named by its spec without the arguments left at their defaults (``golu``,
+        ``leaky_relu(negative_slope=0.2)``).
 
     Example::
 
