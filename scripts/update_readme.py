@@ -1,4 +1,5 @@
-"""Regenerate README.md's table of the zoo from the registry.
+"""Regenerate README.md's generated parts: the zoo table (from the registry) and the
+figures taken from committed benchmark runs (see run_excerpts.py).
 
 python scripts/update_readme.py          # rewrite README.md
 python scripts/update_readme.py --check  # exit 1 if README.md is out of date
@@ -9,17 +10,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from zoo_table import replace_table  # beside this script
+from run_excerpts import replace_spans  # beside this script
+from zoo_table import replace_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def main() -> int:
     current = README.read_text(encoding="utf-8")
-    updated = replace_table(current)
+    updated = replace_spans(replace_table(current))
     if "--check" in sys.argv[1:]:
         if updated != current:
-            print("README.md's zoo table is out of date: run python scripts/update_readme.py")
+            print("README.md's generated parts are out of date: python scripts/update_readme.py")
             return 1
         return 0
     if updated != current:

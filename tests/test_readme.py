@@ -9,12 +9,19 @@ from pathlib import Path
 README = Path(__file__).resolve().parent.parent / "README.md"
 sys.path.insert(0, str(README.parent / "scripts"))  # README tooling lives there, not in relulab
 
+from run_excerpts import replace_spans  # noqa: E402
 from zoo_table import replace_table  # noqa: E402
 
 
 def test_readme_zoo_table_is_generated_from_the_registry():
     text = README.read_text(encoding="utf-8")
     assert replace_table(text) == text, "run: python scripts/update_readme.py"
+
+
+def test_readme_figures_are_those_of_the_committed_runs_they_name():
+    text = README.read_text(encoding="utf-8")
+    assert "<!-- run:" in text  # the spans exist, so this test checks something
+    assert replace_spans(text) == text, "run: python scripts/update_readme.py"
 
 
 def test_quick_start_is_two_commands_and_ci_runs_the_test_one():

@@ -351,7 +351,7 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
         "",
         f"Versions: {versions}. Git: {commit}"
         + (" (uncommitted changes)" if config["git"].get("dirty") else "")
-        + f". Platform: {config['platform']['system']}, {config['platform']['cpu_count']} CPUs.",
+        + f". Platform: {_platform(config['platform'])}.",
         "",
     ]
     forced = [r for r in config.get("resumes", []) if r.get("forced")]
@@ -403,6 +403,13 @@ def score_ci_shown(row: dict[str, Any]) -> tuple[float, float]:
     t-interval of a few seeds can reach past what any score can be (summary.csv keeps it
     raw). A missing bound (NaN) stays NaN."""
     return max(row["score_ci_low"], 0.0), min(row["score_ci_high"], 1.0)
+
+
+def _platform(platform: dict[str, Any]) -> str:
+    """ "Linux-..., 2 CPUs (AMD EPYC)": the model where the run recorded it."""
+    cpus = platform["cpu_count"]
+    text = f"{platform['system']}, {cpus} CPU{'s' * (cpus != 1)}"
+    return text + (f" ({platform['cpu_model']})" if platform.get("cpu_model") else "")
 
 
 def _small_test_split(trials: Trials, task: str) -> list[str]:
