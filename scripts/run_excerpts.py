@@ -80,7 +80,9 @@ def _fixed(value: float, digits: int, sign: bool = False) -> str:
 
 
 def _p_value(p: float) -> str:
-    return "n/a" if math.isnan(p) else "< 0.001" if p < 0.0005 else f"{p:.3f}"
+    from relulab.bench.report import format_p  # as report.md writes it, so the two agree
+
+    return format_p(p)
 
 
 def _verdict(row: dict[str, str]) -> str:
@@ -103,7 +105,11 @@ def excerpt(run: Path, task: str) -> str:
         "| verdict | PD top-1 % | ECE | dead % |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [header]
+    previous = 0
     for r in keep:
+        if int(r["rank"]) > previous + 1:
+            lines.append("| … |" + " |" * 9)
+        previous = int(r["rank"])
         score = {k: 100 * _number(r[k]) for k in ("score_mean", "score_std")}
         low, high = 100 * _number(r["score_ci_low"]), 100 * _number(r["score_ci_high"])
         lines.append(
@@ -141,7 +147,7 @@ def deltas(run: Path) -> str:
                 mark = "**" if r["significant"] == "True" else ""
                 delta = 100 * _number(r["delta_vs_baseline"])
                 if not math.isnan(p):
-                    text += f" ({mark}{delta:+.2f}, p {_p_value(p).replace('< ', '<')}{mark})"
+                    text += f" ({mark}{delta:+.2f}, p {_p_value(p)}{mark})"
             cells.append(text)
         lines.append(f"| {activation} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

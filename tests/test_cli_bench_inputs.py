@@ -45,7 +45,7 @@ def test_data_without_a_target_lists_the_columns(capsys, table):
 
 def test_the_same_activation_spelled_twice_is_refused(capsys, table):
     err = refused(capsys, "--tasks", "spirals", "--acts", "relu", "leaky_relu(0.01)", "leaky_relu")
-    assert "activation 'leaky_relu' is given twice" in err
+    assert "activation 'leaky_relu' is given twice (as 'leaky_relu(0.01)' and 'leaky_relu')" in err
 
 
 def test_canonical_specs_leave_out_default_arguments():

@@ -71,3 +71,13 @@ def test_a_zoo_draws_each_activation_in_its_own_colour_never_a_listed_ones():
     others = [drawn[s] for s in ("sau", "smartmixed(num_features=1)", "leaky_relu(0.2)")]
     fixed = {colors.to_hex(c) for c in FIXED.values()}
     assert len(set(others)) == 3 and not set(others) & fixed
+
+
+def test_a_trainable_activation_is_drawn_the_same_whatever_the_random_state():
+    grid = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    torch.manual_seed(1)
+    first = plot.activation_curve("smartmixed(num_features=1)", grid)
+    torch.manual_seed(2)
+    torch.randn(100)  # a different state, as another curve drawn before it leaves
+    second = plot.activation_curve("smartmixed(num_features=1)", grid)
+    assert first.y == second.y

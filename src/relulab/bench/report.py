@@ -235,7 +235,8 @@ def _number(value: float | None, scale: float = 1.0, digits: int = 2, signed: bo
     return f"{scale * value:{'+' if signed else ''}.{digits}f}"
 
 
-def _p(value: float) -> str:
+def format_p(value: float) -> str:
+    """A p-value as the report writes it: three decimals, "<0.001" below that."""
     if not math.isfinite(value):
         return "n/a"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
@@ -264,7 +265,7 @@ def task_table(rows: list[dict[str, Any]]) -> list[list[str]]:
                 f"{_number(r['score_mean'], 100)} ± {_number(r['score_std'], 100)}",
                 f"[{_number(low, 100)}, {_number(high, 100)}]",
                 _number(r["delta_vs_baseline"], 100, signed=True),
-                _p(r["p_holm"]),
+                format_p(r["p_holm"]),
                 verdict(r),
                 _number(r["pd_top1"], 100, 1),
                 _number(r["ece_mean"], 1, 3),

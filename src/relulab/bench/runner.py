@@ -41,10 +41,13 @@ EXPERIMENT_FIELDS = (
 )  # fmt: skip
 
 
-def _unique(kind: str, names: list[str]) -> list[str]:
+def _unique(kind: str, names: list[str], given: list[str] | None = None) -> list[str]:
+    """``names`` (canonical), refused where one is there twice, naming how it was given."""
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise UserError(f"{kind} {repeated[0]!r} is given twice")
+        spellings = [g for g, n in zip(given or names, names) if n == repeated[0]]
+        how = f" (as {' and '.join(map(repr, spellings))})" if len(set(spellings)) > 1 else ""
+        raise UserError(f"{kind} {repeated[0]!r} is given twice{how}")
     return names
 
 
@@ -96,7 +99,9 @@ class BenchConfig:
                 f"--name may use letters, digits, '_', '.' and '-' only, got {self.name!r}"
             )
         tasks = _unique("task", [canonical_task_name(t) for t in self.tasks])
-        activations = _unique("activation", [canonical_spec(s) for s in self.activations])
+        activations = _unique(
+            "activation", [canonical_spec(s) for s in self.activations], list(self.activations)
+        )
         for spec in activations:  # unbuildable arguments fail here, before anything trains
             activation_for_width(spec, 4)
         data, digest = self.data, self.data_sha256

@@ -32,7 +32,11 @@ def activation_curve(spec: str, x: torch.Tensor) -> Curve:
     features (VeLU, SmartMixed) see a vector of length one. The derivative is what autograd
     returns: for HeLU, its hysteresis gradient rather than ReLU's.
     """
-    module = get_activation(spec).double().eval()
+    # Trainable activations start from random parameters (SmartMixed's mixture, say): the
+    # same seed every time, so a plot shows the same curve whatever else it shows.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = get_activation(spec).double().eval()
     points = x.detach().to(torch.float64).reshape(-1, 1).requires_grad_()
     try:
         y = module(points)
