@@ -1,0 +1,425 @@
+"""Run a model as the affine map it is on one linear region, by intercepting its activations.
+
+A network built from linear layers and continuous piecewise-linear activations is affine on
+each set of inputs that share an activation pattern. :func:`run` executes the model under a
+:class:`~torch.overrides.TorchFunctionMode` that sees every torch call, functional
+(``F.relu(x)``, ``x.clamp(0, 6)``) or made by a module (``nn.ReLU`` calls ``F.relu``), in
+execution order. Each piecewise-linear call is an activation *site*; given a fixed pattern
+for the sites before site ``stop``, the run applies, row by row, the linear piece that the
+pattern names, and stops at site ``stop``, returning its pre-activation. Calls on data
+derived from the input that are not known to be affine (a smooth activation, softmax,
+max-pool, a product of two activations) raise :class:`~relulab.errors.UserError` naming the
+call and the module that made it; arithmetic on parameters alone is left alone.
+
+Supported pieces, with breakpoints ``b`` (the state of a unit is the number of breakpoints
+strictly below its pre-activation): relu, leaky_relu, prelu, abs (``b = 0``), relu6,
+hardtanh and clamp/clip with number bounds (``b = low, high``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from relulab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Site:
+    """One piecewise-linear activation call, as met in execution order.
+
+    Attributes:
+        name: the call and the module that made it (``"net.1: relu"``).
+        kind: relu, leaky_relu, prelu, abs or clamp (relu6 and hardtanh are clamps).
+        units: the number of activations per sample.
+        breaks: the breakpoints of every unit (``(0.0,)`` or ``(low, high)``).
+    """
+
+    name: str
+    kind: str
+    units: int
+    breaks: tuple[float, ...]
+
+
+class _Stop(Exception):
+    def __init__(self, pre: Tensor) -> None:
+        self.pre = pre
+
+
+def _fn(*names: str) -> list[Any]:
+    found = []
+    for owner in (torch, F, Tensor, torch._C._nn):
+        for name in names:
+            if hasattr(owner, name):
+                found.append(getattr(owner, name))
+    return found
+
+
+_RELU = _fn("relu", "relu_")
+_LEAKY = _fn("leaky_relu", "leaky_relu_")
+_PRELU = _fn("prelu", "_prelu_kernel")
+_ABS = _fn("abs", "abs_", "absolute", "absolute_")
+_RELU6 = _fn("relu6")
+_HARDTANH = _fn("hardtanh", "hardtanh_")
+_CLAMP = _fn("clamp", "clamp_", "clip", "clip_")
+
+# Calls that are affine in their data argument(s); mul/div/matmul are affine only while at
+# most one factor depends on the input (checked below).
+_AFFINE_NAMES = [
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "flatten",
+    "unflatten",
+    "reshape",
+    "view",
+    "view_as",
+    "reshape_as",
+    "cat",
+    "concat",
+    "concatenate",
+    "stack",
+    "hstack",
+    "vstack",
+    "add",
+    "add_",
+    "sub",
+    "sub_",
+    "subtract",
+    "neg",
+    "negative",
+    "__add__",
+    "__radd__",
+    "__iadd__",
+    "__sub__",
+    "__rsub__",
+    "__isub__",
+    "__neg__",
+    "__pos__",
+    "squeeze",
+    "unsqueeze",
+    "transpose",
+    "permute",
+    "t",
+    "contiguous",
+    "expand",
+    "expand_as",
+    "repeat",
+    "split",
+    "chunk",
+    "narrow",
+    "select",
+    "index_select",
+    "unbind",
+    "__getitem__",
+    "clone",
+    "sum",
+    "mean",
+    "flip",
+    "roll",
+    "pad",
+    "identity",
+    "double",
+    "to",
+    "cumsum",
+    "movedim",
+    "swapaxes",
+    "__setitem__",
+    "copy_",
+    "zero_pad2d",
+]
+_PRODUCT_NAMES = [
+    "mul",
+    "mul_",
+    "multiply",
+    "__mul__",
+    "__rmul__",
+    "__imul__",
+    "matmul",
+    "__matmul__",
+    "__rmatmul__",
+    "mm",
+    "bmm",
+    "addmm",
+    "einsum",
+]
+_DIVIDE_NAMES = ["div", "div_", "divide", "true_divide", "__truediv__", "__itruediv__"]
+_AFFINE = {id(f) for f in _fn(*_AFFINE_NAMES)}
+_PRODUCT = {id(f) for f in _fn(*_PRODUCT_NAMES)}
+_DIVIDE = {id(f) for f in _fn(*_DIVIDE_NAMES)}
+_TRAINING_SWITCH = {
+    id(f) for f in _fn("batch_norm", "dropout", "dropout1d", "dropout2d", "dropout3d")
+}
+
+
+def _call_name(func: Any) -> str:
+    name = getattr(func, "__name__", repr(func))
+    if func in _fn(name) and getattr(Tensor, name, None) is func:
+        return f"Tensor.{name}"
+    module = getattr(func, "__module__", "") or ""
+    return f"F.{name}" if module.endswith("functional") else f"torch.{name}"
+
+
+def _user_line() -> str:
+    """file:line of the innermost frame outside torch and relulab.geometry (the user's call)."""
+    here = os.path.dirname(__file__)
+    torch_dir = os.path.dirname(torch.__file__)
+    for frame in inspect.stack(context=0)[2:]:
+        path = frame.filename
+        if not path.startswith((here, torch_dir)) and "contextlib" not in path:
+            return f"{os.path.basename(path)}:{frame.lineno}"
+    return "?"
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise UserError("clamp with tensor bounds is not supported by relulab.geometry")
+        return float(value)
+    return float(value)
+
+
+class _Mode(TorchFunctionMode):
+    """Applies fixed patterns to sites before ``stop``; see :func:`run`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        patterns: Sequence[Tensor],
+        stop: int | None,
+        sites: list[Site] | None,
+    ) -> None:
+        super().__init__()
+        self.patterns, self.stop, self.sites = patterns, stop, sites
+        self.recording = sites is None
+        self.found: list[Site] = []
+        self.derived: dict[int, Tensor] = {}  # id -> tensor (kept alive so ids stay unique)
+        self.stack: list[str] = []
+        self.names = {m: n for n, m in model.named_modules()}
+
+    def mark(self, value: Any) -> None:
+        for leaf in tree_flatten(value)[0]:
+            if isinstance(leaf, Tensor):
+                self.derived[id(leaf)] = leaf
+
+    def is_derived(self, value: Any) -> bool:
+        return any(isinstance(v, Tensor) and id(v) in self.derived for v in tree_flatten(value)[0])
+
+    def where(self, func: Any) -> str:
+        module = self.stack[-1] if self.stack else ""
+        return f"{_call_name(func)} in {module or 'the model'} ({_user_line()})"
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = (args, kwargs)
+        if not self.is_derived(inputs):
+            return func(*args, **kwargs)
+        piece = self._piece(func, args, kwargs)
+        if piece is not None:
+            return self._site(func, args, kwargs, *piece)
+        key = id(func)
+        if key in _TRAINING_SWITCH:
+            position = 5 if "batch_norm" in func.__name__ else 2
+            default = "batch_norm" not in func.__name__
+            training = kwargs.get("training", args[position] if len(args) > position else default)
+            if training:
+                raise UserError(
+                    f"relulab.geometry: {self.where(func)} runs in training mode; call "
+                    "model.eval() first (batch statistics and dropout are not affine)"
+                )
+        elif key in _PRODUCT or key in _DIVIDE:
+            tensors = [a for a in tree_flatten(inputs)[0] if isinstance(a, Tensor)]
+            derived = [a for a in tensors if id(a) in self.derived]
+            denominator = args[1] if len(args) > 1 else kwargs.get("other")
+            if len(derived) > 1 or (key in _DIVIDE and self.is_derived(denominator)):
+                raise UserError(
+                    f"relulab.geometry: {self.where(func)} multiplies two input-dependent "
+                    "tensors, which is not piecewise linear"
+                )
+        elif key not in _AFFINE:
+            out = func(*args, **kwargs)
+            if any(isinstance(v, Tensor) for v in tree_flatten(out)[0]):
+                raise UserError(
+                    f"relulab.geometry: unsupported call {self.where(func)}; supported are "
+                    "linear layers, convolutions, eval-mode BatchNorm, average pooling, "
+                    "reshapes, additions, concatenations and relu, leaky_relu, prelu, relu6, "
+                    "hardtanh, abs, clamp (max-pool is not supported yet)"
+                )
+            return out
+        out = func(*args, **kwargs)
+        self.mark(out)
+        return out
+
+    def _piece(self, func: Any, args: tuple, kwargs: dict) -> tuple | None:
+        """(kind, breaks, slopes, consts) of a piecewise-linear call, else None."""
+        if func in _RELU:
+            return "relu", (0.0,), (0.0, 1.0), (0.0, 0.0)
+        if func in _LEAKY:
+            slope = float(args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01))
+            return "leaky_relu", (0.0,), (slope, 1.0), (0.0, 0.0)
+        if func in _ABS:
+            return "abs", (0.0,), (-1.0, 1.0), (0.0, 0.0)
+        if func in _PRELU:
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
+            return "prelu", (0.0,), (weight, 1.0), (0.0, 0.0)
+        if func in _RELU6:
+            low, high = 0.0, 6.0
+        elif func in _HARDTANH:
+            low = float(args[1] if len(args) > 1 else kwargs.get("min_val", -1.0))
+            high = float(args[2] if len(args) > 2 else kwargs.get("max_val", 1.0))
+        elif func in _CLAMP:
+            low = _number(args[1] if len(args) > 1 else kwargs.get("min"))
+            high = _number(args[2] if len(args) > 2 else kwargs.get("max"))
+        else:
+            return None
+        breaks = tuple(b for b in (low, high) if b is not None)
+        slopes = (0.0,) * (low is not None) + (1.0,) + (0.0,) * (high is not None)
+        consts = (
+            ((low,) if low is not None else ()) + (0.0,) + ((high,) if high is not None else ())
+        )
+        return "clamp", breaks, slopes, consts
+
+    def _site(self, func, args, kwargs, kind, breaks, slopes, consts):
+        pre = args[0] if args else kwargs["input"]
+        index = len(self.found)
+        site = Site(
+            f"{self.stack[-1] if self.stack else 'model'}: {_call_name(func)}",
+            kind,
+            pre[0].numel(),
+            breaks,
+        )
+        self.found.append(site)
+        if not self.recording:
+            expected = self.sites[index] if index < len(self.sites) else None
+            if expected is None or (expected.kind, expected.units, expected.breaks) != (
+                site.kind,
+                site.units,
+                site.breaks,
+            ):
+                raise UserError(
+                    f"relulab.geometry: the model's activation calls changed between runs at "
+                    f"{site.name}; data-dependent control flow is not supported"
+                )
+        if index == self.stop:
+            raise _Stop(pre)
+        if index >= len(self.patterns):
+            out = func(*args, **kwargs)  # the recording run: plain forward
+        else:
+            state = self.patterns[index].reshape(pre.shape).to(pre.dtype)
+            out = _apply(pre, state, slopes, consts)
+            if getattr(func, "__name__", "")[-1:] == "_":  # in place, as the call promised
+                pre.copy_(out)
+                out = pre
+        self.mark(out)
+        return out
+
+
+def _apply(pre: Tensor, state: Tensor, slopes: tuple, consts: tuple) -> Tensor:
+    """The linear piece ``state`` (0, 1, ...) of each unit applied to ``pre``."""
+    if slopes == (0.0, 1.0) and consts == (0.0, 0.0):  # relu, the common case: one pass
+        return pre * state
+    if len(slopes) == 2:  # two pieces: a slope and offset that interpolate in the 0/1 state
+        low = slopes[0]
+        if isinstance(low, Tensor) and low.numel() > 1:  # prelu: one slope per channel
+            low = low.reshape([1, -1] + [1] * (pre.dim() - 2))
+        out = pre * (low + (slopes[1] - low) * state)
+        return out + consts[0] + (consts[1] - consts[0]) * state if any(consts) else out
+    out = torch.zeros_like(pre)
+    for s, (slope, const) in enumerate(zip(slopes, consts)):
+        out = torch.where(state == s, pre * slope + const, out)
+    return out
+
+
+def _hooks(model: nn.Module, mode: _Mode) -> list[Any]:
+    def enter(module: nn.Module, _inputs: Any) -> None:
+        mode.stack.append(
+            mode.names.get(module, type(module).__name__) + f" ({type(module).__name__})"
+        )
+
+    def leave(module: nn.Module, _inputs: Any, _output: Any) -> None:
+        mode.stack.pop()
+
+    handles = []
+    for module in model.modules():
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+    return handles
+
+
+def run(
+    model: nn.Module,
+    inputs: Tensor,
+    patterns: Sequence[Tensor] = (),
+    stop: int | None = None,
+    sites: list[Site] | None = None,
+) -> tuple[Tensor, list[Site]]:
+    """Run ``model`` on ``inputs`` with the sites before ``stop`` fixed to ``patterns``.
+
+    Args:
+        model: a float64 model in eval mode.
+        inputs: ``(B, *input_shape)``.
+        patterns: for site ``k``, ``(B, units_k)`` integer states (breakpoints below).
+        stop: return the pre-activation of this site, ``(B, units)``; None runs to the end.
+        sites: the sites found by an earlier recording run (checked against this run).
+
+    Returns:
+        ``(values, sites)``: the pre-activation of ``stop`` (or the flattened output,
+        ``(B, out)``) and the sites met.
+    """
+    mode = _Mode(model, patterns, stop, sites)
+    mode.mark(inputs)
+    handles = _hooks(model, mode)
+    try:
+        with mode, torch.no_grad():
+            out = model(inputs)
+    except _Stop as stopped:
+        return stopped.pre.reshape(len(inputs), -1), mode.found
+    finally:
+        for handle in handles:
+            handle.remove()
+    if stop is not None:
+        raise UserError(f"relulab.geometry: site {stop} was not reached")
+    if not isinstance(out, Tensor):
+        raise UserError(f"relulab.geometry: the model returned {type(out).__name__}, not a tensor")
+    return out.reshape(len(inputs), -1), mode.found
+
+
+def states(pre: Tensor, breaks: tuple[float, ...]) -> Tensor:
+    """The state of each unit: how many of its breakpoints lie strictly below ``pre``."""
+    count = torch.zeros(pre.shape, dtype=torch.int8)
+    for b in breaks:
+        count += (pre > b).to(torch.int8)
+    return count
+
+
+def as_float64(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` (the original is left as it is)."""
+    import copy
+
+    return copy.deepcopy(model).to(torch.float64)
+
+
+def chunked(function: Callable[[slice], Tensor], total: int, size: int) -> Tensor:
+    """``function`` over consecutive slices of ``range(total)``, concatenated."""
+    return torch.cat([function(slice(i, min(i + size, total))) for i in range(0, total, size)])

@@ -1,0 +1,379 @@
+"""Exact linear regions and decision boundary of a piecewise-linear network on a 2-D slice.
+
+The slice is parametrised by ``(s, t)``: the input is ``origin + s * d1 + t * d2`` (a
+:class:`Plane`), or ``(s, t)`` itself when the model's input is 2-D and ``domain`` is a
+polygon. The activation sites (:mod:`relulab.geometry.affine`) are processed in execution
+order. A region is a convex polygon with a fixed pattern for the sites processed so far; on
+it the pre-activation of the next site is affine in ``(s, t)``, read off by running the model
+with that pattern fixed on the slice's three basis points (a batch over all regions). Each
+region is then split by each unit's breakpoint lines (``pre = 0``; ``pre = low`` and
+``pre = high`` for clamps), keeping pieces of positive area (see
+:mod:`relulab.geometry.polygons` for the tolerance policy), and each final piece's state is
+read at its centroid. At the end, each region carries the affine map of the output on it, and
+the decision boundary is where the top class changes within each polygon.
+
+Example::
+
+    >>> net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> square = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    >>> part = partition(net, square)
+    >>> part.count, float(part.areas.sum())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from relulab.errors import UserError
+from relulab.geometry import polygons
+from relulab.geometry.affine import Site, as_float64, run, states
+
+
+@dataclass
+class Plane:
+    """The slice ``origin + s * d1 + t * d2`` of input space over a polygon of ``(s, t)``.
+
+    Attributes:
+        origin, d1, d2: tensors of the model's input shape (one sample, no batch dimension).
+        extent: ``(s_min, s_max, t_min, t_max)`` or polygon vertices ``(n, 2)`` in ``(s, t)``.
+    """
+
+    origin: Tensor
+    d1: Tensor
+    d2: Tensor
+    extent: tuple[float, float, float, float] | Tensor = (0.0, 1.0, 0.0, 1.0)
+
+    @classmethod
+    def through(cls, p0: Tensor, p1: Tensor, p2: Tensor, margin: float = 0.1) -> Plane:
+        """The plane through three inputs (e.g. three images), with orthonormal ``d1``,
+        ``d2`` (so areas are input-space areas); the extent is the box around the three
+        points' coordinates, widened by ``margin`` times its size on each side."""
+        p0, p1, p2 = (torch.as_tensor(p, dtype=torch.float64) for p in (p0, p1, p2))
+        u, w = (p1 - p0).flatten(), (p2 - p0).flatten()
+        if u.norm() == 0:
+            raise UserError("Plane.through: the first two points coincide")
+        d1 = u / u.norm()
+        w = w - (w @ d1) * d1
+        if w.norm() <= 1e-12 * (p2 - p0).norm():
+            raise UserError("Plane.through: the three points are collinear")
+        d2 = w / w.norm()
+        coords = torch.tensor(
+            [
+                [0.0, 0.0],
+                [float(u.norm()), 0.0],
+                [float((p2 - p0).flatten() @ d1), float(w.norm())],
+            ],
+            dtype=torch.float64,
+        )
+        low, high = coords.amin(0), coords.amax(0)
+        pad = margin * (high - low)
+        box = (
+            float(low[0] - pad[0]),
+            float(high[0] + pad[0]),
+            float(low[1] - pad[1]),
+            float(high[1] + pad[1]),
+        )
+        return cls(p0, d1.reshape(p0.shape), d2.reshape(p0.shape), box)
+
+    def polygon(self) -> Tensor:
+        if isinstance(self.extent, Tensor):
+            return self.extent.to(torch.float64)
+        s0, s1, t0, t1 = self.extent
+        return torch.tensor([[s0, t0], [s1, t0], [s1, t1], [s0, t1]], dtype=torch.float64)
+
+    def inputs(self, points: Tensor) -> Tensor:
+        """The inputs at slice coordinates ``points`` ``(M, 2)``, ``(M, *input_shape)``."""
+        p = torch.as_tensor(points, dtype=torch.float64)
+        return (
+            self.origin
+            + p[:, 0].reshape(-1, *[1] * self.origin.dim()) * self.d1
+            + p[:, 1].reshape(-1, *[1] * self.origin.dim()) * self.d2
+        )
+
+
+@dataclass
+class Region:
+    """One linear region: a convex polygon (counter-clockwise ``(n, 2)`` vertices in slice
+    coordinates), its pattern (one state per unit, sites concatenated) and the output's
+    affine map ``output = A @ (s, t) + b`` on it."""
+
+    vertices: Tensor
+    pattern: Tensor
+    A: Tensor
+    b: Tensor
+
+
+@dataclass
+class Partition:
+    """The exact linear regions of a model on a slice.
+
+    Attributes:
+        vertices, counts: the polygons as a padded batch ``(R, V, 2)`` and vertex counts.
+        patterns: per site, ``(R, units)`` int8 states (how many breakpoints lie below).
+        sites: the activation sites, in execution order.
+        A, b: the output's affine map on each region, ``(R, out, 2)`` and ``(R, out)``.
+        boundary: decision-boundary segments ``(S, 2, 2)`` in slice coordinates.
+        boundary_regions: the region of each segment, ``(S,)``.
+        domain: the slice's polygon; plane: the :class:`Plane` (None for a 2-D input).
+    """
+
+    vertices: Tensor
+    counts: Tensor
+    patterns: list[Tensor]
+    sites: list[Site]
+    A: Tensor
+    b: Tensor
+    boundary: Tensor
+    boundary_regions: Tensor
+    domain: Tensor
+    plane: Plane | None = None
+    _regions: list[Region] | None = field(default=None, repr=False)
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def areas(self) -> Tensor:
+        return polygons.area(self.vertices, self.counts)
+
+    @property
+    def pattern_matrix(self) -> Tensor:
+        """All states, ``(R, total units)``."""
+        return torch.cat(self.patterns, dim=1) if self.patterns else torch.zeros(self.count, 0)
+
+    @property
+    def regions(self) -> list[Region]:
+        if self._regions is None:
+            codes = self.pattern_matrix
+            self._regions = [
+                Region(self.vertices[i, : self.counts[i]], codes[i], self.A[i], self.b[i])
+                for i in range(self.count)
+            ]
+        return self._regions
+
+    def locate(self, points: Tensor, chunk: int = 256) -> Tensor:
+        """The region holding each point ``(M, 2)`` (the first, on a shared edge), or -1."""
+        points = torch.as_tensor(points, dtype=torch.float64)
+        P, V = self.vertices.shape[:2]
+        index = torch.arange(V)
+        following = torch.where(index[None, :] + 1 < self.counts[:, None], index[None, :] + 1, 0)
+        start = self.vertices
+        edge = self.vertices.gather(1, following[..., None].expand(P, V, 2)) - start
+        valid = index[None, :] < self.counts[:, None]
+        size = float(self.domain.abs().max()) or 1.0
+        found = []
+        for i in range(0, len(points), chunk):
+            q = points[i : i + chunk, None, None, :] - start[None]  # (M, P, V, 2)
+            cross = edge[None, ..., 0] * q[..., 1] - edge[None, ..., 1] * q[..., 0]
+            inside = ((cross >= -1e-12 * size * size) | ~valid[None]).all(dim=2)
+            hit = inside.to(torch.int8).argmax(dim=1)
+            found.append(torch.where(inside.any(dim=1), hit, -1))
+        return torch.cat(found) if found else torch.zeros(0, dtype=torch.long)
+
+    def output(self, points: Tensor) -> Tensor:
+        """The output at slice points ``(M, 2)`` from the regions' affine maps."""
+        points = torch.as_tensor(points, dtype=torch.float64)
+        where = self.locate(points)
+        if (where < 0).any():
+            raise UserError("Partition.output: some points lie outside the domain")
+        return (self.A[where] @ points[..., None]).squeeze(-1) + self.b[where]
+
+
+def _pad(vertices: Tensor, width: int) -> Tensor:
+    if vertices.shape[1] >= width:
+        return vertices
+    extra = torch.zeros(vertices.shape[0], width - vertices.shape[1], 2, dtype=vertices.dtype)
+    return torch.cat([vertices, extra], dim=1)
+
+
+class _Regions:
+    """Growing storage of the current polygons (capacity doubles, so appends are cheap)."""
+
+    def __init__(self, vertices: Tensor, counts: Tensor) -> None:
+        self.vertices, self.counts = vertices, counts
+        self.origin = torch.zeros(len(counts), dtype=torch.long)
+        self.size = len(counts)
+
+    def restart(self) -> None:
+        """A new site: each region is its own origin."""
+        self.vertices = self.vertices[: self.size, : int(self.counts[: self.size].max())]
+        self.counts = self.counts[: self.size]
+        self.origin = torch.arange(self.size)
+
+    def _reserve(self, rows: int, width: int) -> None:
+        capacity, old_width = self.vertices.shape[:2]
+        if rows <= capacity and width <= old_width:
+            return
+        new_capacity = max(rows, 2 * capacity) if rows > capacity else capacity
+        vertices = torch.zeros(new_capacity, max(width, old_width), 2, dtype=torch.float64)
+        vertices[: self.size, :old_width] = self.vertices[: self.size]
+        counts = torch.zeros(new_capacity, dtype=torch.long)
+        counts[: self.size] = self.counts[: self.size]
+        origin = torch.zeros(new_capacity, dtype=torch.long)
+        origin[: self.size] = self.origin[: self.size]
+        self.vertices, self.counts, self.origin = vertices, counts, origin
+
+    def cut(self, rows: Tensor, lines: Tensor, bound: Tensor) -> None:
+        """Split regions ``rows`` by their lines (``lines`` indexed by origin)."""
+        vertices, counts = self.vertices[rows], self.counts[rows]
+        cut, _, v = polygons.split(vertices, counts, lines[self.origin[rows]], bound)
+        if not bool(cut.any()):
+            return
+        rows, vertices, counts, v = rows[cut], vertices[cut], counts[cut], v[cut]
+        up, n_up = polygons.clip(vertices, counts, v, 1.0)
+        down, n_down = polygons.clip(vertices, counts, v, -1.0)
+        new = len(rows)
+        self._reserve(self.size + new, max(up.shape[1], down.shape[1]))
+        width = self.vertices.shape[1]
+        self.vertices[rows] = _pad(up, width)
+        self.counts[rows] = n_up
+        end = self.size + new
+        self.vertices[self.size : end] = _pad(down, width)
+        self.counts[self.size : end] = n_down
+        self.origin[self.size : end] = self.origin[rows]
+        self.size = end
+
+
+def _pad(vertices: Tensor, width: int) -> Tensor:
+    if vertices.shape[1] >= width:
+        return vertices
+    extra = torch.zeros(vertices.shape[0], width - vertices.shape[1], 2, dtype=vertices.dtype)
+    return torch.cat([vertices, extra], dim=1)
+
+
+def _affine(values: Tensor) -> tuple[Tensor, Tensor]:
+    """From values at the basis points ``(R, 3, U)``: slopes ``(R, U, 2)``, offsets ``(R, U)``."""
+    base = values[:, 0]
+    return torch.stack([values[:, 1] - base, values[:, 2] - base], dim=-1), base
+
+
+def _run_regions(model, basis, patterns, stop, sites, chunk) -> Tensor:
+    """Values at the three basis points of every region, ``(R, 3, U)``."""
+    R = patterns[0].shape[0] if patterns else 1
+    pieces = []
+    for i in range(0, R, chunk):
+        rows = min(chunk, R - i)
+        inputs = basis.repeat(rows, *[1] * (basis.dim() - 1))
+        fixed = [p[i : i + rows].repeat_interleave(3, dim=0) for p in patterns]
+        values, _ = run(model, inputs, fixed, stop, sites)
+        pieces.append(values.reshape(rows, 3, -1))
+    return torch.cat(pieces)
+
+
+def _boundary(vertices: Tensor, counts: Tensor, A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Segments where the top class changes, and their regions."""
+    R, outputs = b.shape
+    lines = torch.cat([A, b[..., None]], dim=-1)  # (R, O, 3)
+    if outputs == 1:
+        pairs = [(None, 0)]
+    elif outputs == 2:
+        pairs = [(0, 1)]
+    else:
+        pairs = [(i, j) for i in range(outputs) for j in range(i + 1, outputs)]
+    segments, owners = [], []
+    rows = torch.arange(R)
+    for i, j in pairs:
+        f = lines[:, j] - (lines[:, i] if i is not None else 0)
+        verts, n, owner = vertices, counts, rows
+        # For three or more classes, keep only the cell where i (hence j, on the line) is on top.
+        for m in range(outputs) if outputs > 2 else ():
+            if m in (i, j):
+                continue
+            g = lines[owner, i] - lines[owner, m]
+            _, _, v = polygons.split(verts, n, g)
+            alive = v.amax(dim=1) > 0
+            verts, n = polygons.clip(verts[alive], n[alive], v[alive], 1.0)
+            owner = owner[alive]
+        if len(owner) == 0:
+            continue
+        g = f[owner]
+        _, _, v = polygons.split(verts, n, g)
+        ends, crossed = polygons.segment(verts, n, g, v)
+        segments.append(ends[crossed])
+        owners.append(owner[crossed])
+    if not segments:
+        return torch.zeros(0, 2, 2, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+    return torch.cat(segments), torch.cat(owners)
+
+
+def partition(model: nn.Module, domain: Tensor | Plane, chunk: int | None = None) -> Partition:
+    """The exact linear regions of ``model`` on a 2-D slice, and its decision boundary.
+
+    Args:
+        model: a torch model built from linear maps (Linear, Conv, eval-mode BatchNorm,
+            average pooling, reshapes, additions, concatenations) and relu, leaky_relu,
+            prelu, relu6, hardtanh, abs or clamp, as modules or functional calls. It is run
+            on a float64 copy; the model itself is not changed.
+        domain: polygon vertices ``(n, 2)`` (convex; a rectangle is four vertices) when the
+            model's input is 2-D, or a :class:`Plane` in any input space.
+        chunk: regions per forward pass (default: about 4M input numbers per pass).
+
+    Returns:
+        A :class:`Partition`.
+    """
+    model = as_float64(model)
+    if isinstance(domain, Plane):
+        plane = domain
+        polygon = plane.polygon()
+        basis = plane.inputs(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+    else:
+        plane = None
+        polygon = torch.as_tensor(domain, dtype=torch.float64)
+        basis = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    if polygon.dim() != 2 or polygon.shape[1] != 2 or len(polygon) < 3:
+        raise UserError(
+            "partition: domain must be (n >= 3, 2) polygon vertices, "
+            f"got shape {tuple(polygon.shape)}"
+        )
+    polygon = polygons.counter_clockwise(polygon)
+    vertices, counts = polygons.pack([polygon])
+    if float(polygons.area(vertices, counts)[0]) <= 0:
+        raise UserError("partition: the domain polygon has zero area")
+    bound = polygon.abs().amax(dim=0)  # for the tolerance's scale (polygons.snapped)
+    if chunk is None:
+        chunk = max(1, 2**22 // (3 * basis[0].numel()))
+
+    try:
+        _, sites = run(model, basis)
+    except RuntimeError as error:
+        raise UserError(
+            f"partition: the model does not accept inputs of shape "
+            f"{tuple(basis.shape[1:])}: {error}"
+        ) from error
+    patterns: list[Tensor] = []
+    regions = _Regions(vertices, counts)
+    for k, site in enumerate(sites):
+        slopes, offsets = _affine(_run_regions(model, basis, patterns, k, sites, chunk))
+        regions.restart()
+        # A piece lies inside its region at the site's start, and the tolerance does not
+        # depend on the polygon (bound): a line that misses a region misses all its pieces.
+        parents = regions.vertices
+        valid = polygons.vertex_mask(parents, regions.counts)[:, None, :]
+        plan = []
+        for level in site.breaks:
+            lines = torch.cat([slopes, (offsets - level)[..., None]], dim=-1)  # (R0, U, 3)
+            values = torch.einsum("rvk,ruk->ruv", parents, lines[..., :2]) + lines[..., 2:]
+            scale = (lines[..., :2].abs() * bound).sum(-1) + lines[..., 2].abs()
+            big = valid & (values.abs() > polygons.EPS * scale[..., None])
+            plan.append((lines, (big & (values > 0)).any(-1) & (big & (values < 0)).any(-1)))
+        for lines, crosses in plan:
+            for unit in torch.nonzero(crosses.any(0)).flatten().tolist():
+                rows = torch.nonzero(crosses[regions.origin[: regions.size], unit]).flatten()
+                regions.cut(rows, lines[:, unit], bound)
+        regions.vertices = regions.vertices[: regions.size]
+        regions.counts = regions.counts[: regions.size]
+        origin = regions.origin[: regions.size]
+        centre = polygons.centroid(regions.vertices, regions.counts)
+        pre = (slopes[origin] @ centre[:, :, None]).squeeze(-1) + offsets[origin]
+        patterns = [p[origin] for p in patterns] + [states(pre, site.breaks)]
+    regions.restart()
+    vertices, counts = regions.vertices, regions.counts
+    slopes, offsets = _affine(_run_regions(model, basis, patterns, None, sites, chunk))
+    boundary, owners = _boundary(vertices, counts, slopes, offsets)
+    return Partition(
+        vertices, counts, patterns, sites, slopes, offsets, boundary, owners, polygon, plane
+    )
