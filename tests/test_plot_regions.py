@@ -1,0 +1,31 @@
+"""relulab.plot.regions: one filled polygon per region, the boundary's segments, the points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pngs import read_png
+from relulab.geometry import partition
+from relulab.plot.regions import plot_regions, regions_figure
+
+pytest.importorskip("matplotlib")
+
+
+def test_every_region_is_one_polygon_and_every_boundary_segment_one_line(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 2))
+    square = torch.tensor([[-2.0, -2.0], [2.0, -2.0], [2.0, 2.0], [-2.0, 2.0]])
+    result = partition(model, square)
+    points = np.random.default_rng(0).uniform(-2, 2, size=(40, 2))
+    figure = regions_figure(result, points, labels=np.arange(40) % 2)
+    (axis,) = figure.axes
+    polygons, boundary = axis.collections[0], axis.collections[1]
+    assert len(polygons.get_paths()) == result.count
+    assert len(boundary.get_segments()) == len(result.boundary)
+    np.testing.assert_allclose(boundary.get_segments()[0], result.boundary[0].numpy())
+    assert axis.collections[2].get_offsets().shape == (40, 2)
+    assert axis.get_xlim() == (-2.0, 2.0) and str(result.count) in axis.get_title()
+    read_png(plot_regions(result, tmp_path / "regions"), figure)
