@@ -229,7 +229,7 @@ def test_specs_that_differ_only_in_sign_get_their_own_trials(tmp_path):
 def test_resume_checks_what_it_would_change(tmp_path, capsys, monkeypatch):
     _, run = bench(tmp_path)
     assert main(["bench", "--resume", str(run), "--out", str(tmp_path)]) == 2
-    assert "--out and --name do not apply" in capsys.readouterr().err
+    assert "--out, --name and --save-models do not apply" in capsys.readouterr().err
     config = json.loads((run / "config.json").read_text())
     config["plan"]["spirals-relu-s0"]["epochs"] = 99  # as if the task's defaults had changed
     (run / "config.json").write_text(json.dumps(config))

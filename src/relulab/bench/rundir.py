@@ -54,6 +54,7 @@ CONFIG = "config.json"
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
 PREDICTIONS = "predictions.npy"
+MODEL = "model.pt"  # the trained weights (a state_dict), with --save-models
 LOCK = ".lock"
 
 

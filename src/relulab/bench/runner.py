@@ -4,7 +4,9 @@ on a Ray cluster; the driver alone writes the run directory."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import io
 import json
 import logging
 import math
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from relulab.bench import rundir, user_data
 from relulab.bench.tasks import Table, Task, TaskData, canonical_task_name, get_task
@@ -79,6 +83,7 @@ class BenchConfig:
     data_sha256: str | None = None
     name: str = "bench"
     baseline: str | None = None  # None: relu if it is compared, else the first activation
+    save_models: bool = False  # each trial's trained weights, for relulab regions and codes
 
     def resolved(self) -> BenchConfig:
         """A copy with defaults filled in, names made canonical, and every value checked."""
@@ -201,13 +206,39 @@ def plan(config: BenchConfig) -> list[TrialSpec]:
     return specs
 
 
+def load_model(run: str | Path, trial: str) -> nn.Module:
+    """The trained model of a trial of a run made with ``--save-models``, in eval mode:
+    built by its task's factory with its activation, weights loaded with
+    ``torch.load(weights_only=True)``."""
+    run = Path(run)
+    config = BenchConfig.from_dict(rundir.read_config(run)["config"])
+    specs = {spec.trial_id: spec for spec in plan(config)}
+    if trial not in specs:
+        hint = did_you_mean(trial, list(specs)) or f" (trials: {', '.join(list(specs)[:5])}, ...)"
+        raise UserError(f"{run}: no trial {trial!r}{hint}")
+    path = rundir.trial_directory(run, trial) / rundir.MODEL
+    if not path.is_file():
+        raise UserError(f"{path}: no saved weights; make the run with relulab bench --save-models")
+    spec = specs[trial]
+    data = spec.task.data()
+    model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model.eval()
+
+
 def _spec_record(spec: TrialSpec) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(spec).items() if k != "task"}
 
 
-def write_trial(run: Path, spec: TrialSpec, outcome: TrialOutcome) -> None:
+def write_trial(
+    run: Path, spec: TrialSpec, outcome: TrialOutcome, save_model: bool = False
+) -> None:
     """A trial's files; result.json last, so that its presence means the trial is complete."""
     directory = rundir.trial_directory(run, spec.trial_id)
+    if save_model and outcome.state is not None:
+        buffer = io.BytesIO()
+        torch.save(outcome.state, buffer)
+        rundir.write_bytes_atomic(directory / rundir.MODEL, buffer.getvalue())
     lines = "".join(json.dumps(epoch, sort_keys=True) + "\n" for epoch in outcome.epochs)
     rundir.write_text_atomic(directory / rundir.METRICS, lines)
     rundir.write_array_atomic(directory / rundir.PREDICTIONS, outcome.probabilities)
@@ -543,13 +574,14 @@ def run_missing(
     """
     with rundir.exclusive(run):
         rundir.remove_leftovers(run)
+        save_models = bool(rundir.read_config(run)["config"].get("save_models"))
         missing = [s for s in specs if not rundir.is_finished(run, s.trial_id)]
         if on_start:
             on_start(missing)
         for spec, outcome in execute(
             missing, workers=workers, executor=executor, ray_address=ray_address
         ):
-            write_trial(run, spec, outcome)
+            write_trial(run, spec, outcome, save_model=save_models)
             if on_trial:
                 on_trial(spec, outcome)
     return len(missing)

@@ -69,6 +69,8 @@ class TrialOutcome:
     result: dict[str, Any]
     epochs: list[dict[str, Any]] = field(default_factory=list)
     probabilities: np.ndarray | None = None
+    # the trained weights; the driver writes them only for a run made with --save-models
+    state: dict[str, torch.Tensor] | None = None
 
 
 def activation_for_width(spec: str, features: int) -> nn.Module:
@@ -351,4 +353,5 @@ def _train(spec: TrialSpec) -> TrialOutcome:
             else math.nan,
         },
     }
-    return TrialOutcome(result, epochs, probabilities.float().numpy())
+    state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return TrialOutcome(result, epochs, probabilities.float().numpy(), state)

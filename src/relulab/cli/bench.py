@@ -77,6 +77,11 @@ def add_parser(subparsers) -> None:
         help="with --resume: resume although the code (relulab or torch version, git commit, "
         "source hash) differs from the run's; recorded in its config.json",
     )
+    add(
+        "--save-models",
+        action="store_true",
+        help="keep each trial's trained weights (trials/*/model.pt), for relulab regions",
+    )
     add("--quiet", action="store_true", help="no progress bar, no tables")
     add("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)  # fmt: skip
@@ -169,13 +174,20 @@ def run(args: argparse.Namespace) -> int:
     if args.force and not args.resume:
         raise UserError("--force applies to --resume DIR only")
     if args.resume:
-        if args.out is not None or args.name is not None:
-            raise UserError("--resume continues the run in DIR; --out and --name do not apply")
+        if args.out is not None or args.name is not None or args.save_models:
+            raise UserError(
+                "--resume continues the run in DIR; --out, --name and --save-models do not apply"
+            )
         run_dir = Path(args.resume)
         config, specs = runner.resume_run(run_dir, requested, force=args.force)
     else:
         given = {k: v for k, v in requested.items() if v is not None}
-        config = runner.BenchConfig(**given, name=args.name or "bench", baseline=args.baseline)
+        config = runner.BenchConfig(
+            **given,
+            name=args.name or "bench",
+            baseline=args.baseline,
+            save_models=args.save_models,
+        )
         run_dir, config, specs = runner.start_run(config, Path(args.out or "runs"))
     workers = args.workers or max(1, (os.cpu_count() or 1) // config.threads)
     baseline = runner.canonical_spec(args.baseline) if args.baseline else config.baseline
