@@ -229,6 +229,21 @@ def test_cnn_on_a_plane_through_three_images():
     assert torch.allclose(plane.inputs(torch.tensor([[0.0, 0.0]]))[0], images[0])
 
 
+def test_sequential_of_blocks_with_inplace_relu_is_exact():
+    # The Sequential is cut into its children (one child holds two sites), and the cached
+    # rows pass through in-place activations.
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Linear(2, 10),
+        nn.ReLU(inplace=True),
+        nn.Sequential(nn.Linear(10, 10), nn.ReLU(inplace=True), nn.Linear(10, 10), nn.ReLU()),
+        nn.Linear(10, 3),
+    ).double()
+    part = partition(net, SQUARE)
+    assert part.count > 20
+    check_exact(net, part, lambda p: p, SQUARE.numpy())
+
+
 def test_decision_boundary_three_classes():
     net = mlp(nn.ReLU(), widths=(2, 10, 10, 3), seed=6)
     part = partition(net, SQUARE)

@@ -5,12 +5,16 @@ The slice is parametrised by ``(s, t)``: the input is ``origin + s * d1 + t * d2
 polygon. The activation sites (:mod:`relulab.geometry.affine`) are processed in execution
 order. A region is a convex polygon with a fixed pattern for the sites processed so far; on
 it the pre-activation of the next site is affine in ``(s, t)``, read off by running the model
-with that pattern fixed on the slice's three basis points (a batch over all regions). Each
+with that pattern fixed on the slice's three basis points (a batch over all regions). For a
+plain :class:`~torch.nn.Sequential` each region keeps its three rows at the input of the
+current child, so a site costs one segment of the network, not its whole prefix. Each
 region is then split by each unit's breakpoint lines (``pre = 0``; ``pre = low`` and
 ``pre = high`` for clamps), keeping pieces of positive area (see
-:mod:`relulab.geometry.polygons` for the tolerance policy), and each final piece's state is
-read at its centroid. At the end, each region carries the affine map of the output on it, and
-the decision boundary is where the top class changes within each polygon.
+:mod:`relulab.geometry.polygons` for the tolerance policy); the lines that cut a region are
+found for all regions and units at once, and the cuts run in rounds (round ``j`` applies to
+every region its ``j``-th cutting line). Each final piece's state is read at its centroid.
+At the end, each region carries the affine map of the output on it, and the decision
+boundary is where the top class changes within each polygon.
 
 Example::
 
@@ -183,13 +187,6 @@ class Partition:
         return (self.A[where] @ points[..., None]).squeeze(-1) + self.b[where]
 
 
-def _pad(vertices: Tensor, width: int) -> Tensor:
-    if vertices.shape[1] >= width:
-        return vertices
-    extra = torch.zeros(vertices.shape[0], width - vertices.shape[1], 2, dtype=vertices.dtype)
-    return torch.cat([vertices, extra], dim=1)
-
-
 class _Regions:
     """Growing storage of the current polygons (capacity doubles, so appends are cheap)."""
 
@@ -218,31 +215,29 @@ class _Regions:
         self.vertices, self.counts, self.origin = vertices, counts, origin
 
     def cut(self, rows: Tensor, lines: Tensor, bound: Tensor) -> None:
-        """Split regions ``rows`` by their lines (``lines`` indexed by origin)."""
+        """Split regions ``rows`` by their lines (``lines`` indexed by origin).
+
+        Vertex slots past a polygon's count are left stale (every reader masks them)."""
         vertices, counts = self.vertices[rows], self.counts[rows]
         cut, _, v = polygons.split(vertices, counts, lines[self.origin[rows]], bound)
-        if not bool(cut.any()):
-            return
-        rows, vertices, counts, v = rows[cut], vertices[cut], counts[cut], v[cut]
-        up, n_up = polygons.clip(vertices, counts, v, 1.0)
-        down, n_down = polygons.clip(vertices, counts, v, -1.0)
+        rows = rows[cut]
         new = len(rows)
-        self._reserve(self.size + new, max(up.shape[1], down.shape[1]))
-        width = self.vertices.shape[1]
-        self.vertices[rows] = _pad(up, width)
-        self.counts[rows] = n_up
+        if new == 0:
+            return
+        vertices, counts, v = vertices[cut], counts[cut], v[cut]
+        # Both sides in one batch: clipping to -f >= 0 is clipping to f <= 0.
+        pieces, n = polygons.clip(
+            torch.cat([vertices, vertices]), torch.cat([counts, counts]), torch.cat([v, -v]), 1.0
+        )
+        width = pieces.shape[1]
+        self._reserve(self.size + new, width)
         end = self.size + new
-        self.vertices[self.size : end] = _pad(down, width)
-        self.counts[self.size : end] = n_down
+        self.vertices[rows, :width] = pieces[:new]
+        self.vertices[self.size : end, :width] = pieces[new:]
+        self.counts[rows] = n[:new]
+        self.counts[self.size : end] = n[new:]
         self.origin[self.size : end] = self.origin[rows]
         self.size = end
-
-
-def _pad(vertices: Tensor, width: int) -> Tensor:
-    if vertices.shape[1] >= width:
-        return vertices
-    extra = torch.zeros(vertices.shape[0], width - vertices.shape[1], 2, dtype=vertices.dtype)
-    return torch.cat([vertices, extra], dim=1)
 
 
 def _affine(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -251,17 +246,112 @@ def _affine(values: Tensor) -> tuple[Tensor, Tensor]:
     return torch.stack([values[:, 1] - base, values[:, 2] - base], dim=-1), base
 
 
-def _run_regions(model, basis, patterns, stop, sites, chunk) -> Tensor:
-    """Values at the three basis points of every region, ``(R, 3, U)``."""
-    R = patterns[0].shape[0] if patterns else 1
-    pieces = []
-    for i in range(0, R, chunk):
-        rows = min(chunk, R - i)
-        inputs = basis.repeat(rows, *[1] * (basis.dim() - 1))
-        fixed = [p[i : i + rows].repeat_interleave(3, dim=0) for p in patterns]
-        values, _ = run(model, inputs, fixed, stop, sites)
-        pieces.append(values.reshape(rows, 3, -1))
-    return torch.cat(pieces)
+class _Segments:
+    """The model as a chain of segments, with each region's input to the current segment
+    cached at the slice's three basis points, so that reaching site ``k`` runs only the
+    segment that holds it rather than the whole prefix of the network.
+
+    A plain :class:`~torch.nn.Sequential` is a chain of its children (each child's output is
+    the next one's only input); any other model is one segment. A region's pieces inherit
+    its cached rows: the input to a segment depends only on the patterns of earlier sites,
+    which the pieces share.
+    """
+
+    def __init__(self, model: nn.Module, basis: Tensor, sites: list[Site], chunk: int) -> None:
+        sequential = isinstance(model, nn.Sequential) and type(model).forward is (
+            nn.Sequential.forward
+        )
+        self.parts = list(model) if sequential and len(model) > 0 else [model]
+        self.shapes, self.sites, self.first = [], [], []
+        x = basis.clone()
+        try:
+            for part in self.parts:
+                self.first.append(sum(len(s) for s in self.sites))
+                self.shapes.append(tuple(x.shape[1:]))
+                out, found = run(part, x.clone())
+                self.sites.append(found)
+                x = out.reshape(len(x), *self._output_shape(part, x))
+            chained = sum(len(s) for s in self.sites) == len(sites)
+        except UserError:  # e.g. a child that returns a tuple: run the model whole
+            chained = False
+        if not chained:
+            self.parts, self.shapes, self.first = [model], [tuple(basis.shape[1:])], [0]
+            self.sites = [sites]
+        self.chunk = chunk
+        self.current = 0
+        self.rows = basis[None]  # (R, 3, *input_shape)
+
+    @staticmethod
+    def _output_shape(part: nn.Module, x: Tensor) -> tuple[int, ...]:
+        with torch.no_grad():
+            return tuple(part(x).shape[1:])
+
+    def _run(self, index: int, patterns: list[Tensor], stop: int | None) -> Tensor:
+        """Values of segment ``index`` (to its local site ``stop``, or its output) at every
+        region's cached rows, ``(R, 3, U)``."""
+        first = self.first[index]
+        local = patterns[first : first + len(self.sites[index])]
+        R = self.rows.shape[0]
+        pieces = []
+        for i in range(0, R, self.chunk):
+            rows = min(self.chunk, R - i)
+            inputs = self.rows[i : i + rows].reshape(rows * 3, *self.shapes[index])
+            if stop is not None:  # the rows are used again: keep them from in-place calls
+                inputs = inputs.clone()
+            fixed = [p[i : i + rows].repeat_interleave(3, dim=0) for p in local]
+            values, _ = run(self.parts[index], inputs, fixed, stop, self.sites[index])
+            pieces.append(values.reshape(rows, 3, -1))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def values(self, patterns: list[Tensor], stop: int | None) -> Tensor:
+        """Values at the basis points of site ``stop`` (None: the output), ``(R, 3, U)``,
+        given every region's patterns for the sites before it."""
+        target = len(self.parts) - 1
+        if stop is not None:
+            target = max(i for i in range(len(self.parts)) if self.first[i] <= stop)
+        while self.current < target:
+            out = self._run(self.current, patterns, None)
+            self.current += 1
+            self.rows = out.reshape(out.shape[0], 3, *self.shapes[self.current])
+        return self._run(target, patterns, None if stop is None else stop - self.first[target])
+
+    def keep(self, origin: Tensor) -> None:
+        """The pieces after a site: piece ``i`` inherits region ``origin[i]``'s rows."""
+        self.rows = self.rows[origin]
+
+
+def _crossings(
+    vertices: Tensor, counts: Tensor, slopes: Tensor, offsets: Tensor, breaks, bound: Tensor
+) -> list[tuple[Tensor, Tensor]]:
+    """For each breakpoint: the lines ``(R, U, 3)`` of every unit on every region, and which
+    of them cut which region ``(R, U)``, by exactly the test of :func:`polygons.split`."""
+    valid = polygons.vertex_mask(vertices, counts)
+    centre = polygons.centroid(vertices, counts)
+    radius = torch.where(valid, (vertices - centre[:, None]).norm(dim=-1), 0.0).amax(dim=1)
+    # |f(v) - f(centre)| <= |a| radius at every vertex, so a line whose value at the centre
+    # exceeds that (with slack for rounding) has every vertex strictly on one side: only the
+    # few remaining (region, unit) pairs are tested vertex by vertex.
+    a1, a2 = slopes[..., 0], slopes[..., 1]  # elementwise: batched 2-vectors are slow in bmm
+    at_centre = a1 * centre[:, None, 0] + a2 * centre[:, None, 1]
+    reach = (a1 * a1 + a2 * a2).sqrt() * radius[:, None] * (1 + 1e-6)
+    tilt = a1.abs() * bound[0] + a2.abs() * bound[1]  # as polygons.snapped's scale
+    # Padding repeats a vertex, so extremes over all vertex slots are the polygon's.
+    filled = torch.where(valid[..., None], vertices, vertices[:, :1])
+    plan = []
+    for level in breaks:
+        lines = torch.cat([slopes, (offsets - level)[..., None]], dim=-1)  # (R, U, 3)
+        eps = polygons.EPS * (tilt + lines[..., 2].abs())
+        r, u = torch.nonzero((at_centre + lines[..., 2]).abs() <= reach + 2 * eps, as_tuple=True)
+        # The same float operations, in the same order, as polygons.values.
+        line = lines[r, u]
+        corners = filled[r]
+        heights = corners[..., 0] * line[:, None, 0] + corners[..., 1] * line[:, None, 1]
+        heights = heights + line[:, None, 2]
+        cut = (heights.amax(dim=1) > eps[r, u]) & (heights.amin(dim=1) < -eps[r, u])
+        crosses = torch.zeros(slopes.shape[:2], dtype=torch.bool)
+        crosses[r[cut], u[cut]] = True
+        plan.append((lines, crosses))
+    return plan
 
 
 def _boundary(vertices: Tensor, counts: Tensor, A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -346,33 +436,42 @@ def partition(model: nn.Module, domain: Tensor | Plane, chunk: int | None = None
         ) from error
     patterns: list[Tensor] = []
     regions = _Regions(vertices, counts)
+    segments = _Segments(model, basis, sites, chunk)
     for k, site in enumerate(sites):
-        slopes, offsets = _affine(_run_regions(model, basis, patterns, k, sites, chunk))
+        slopes, offsets = _affine(segments.values(patterns, k))
         regions.restart()
         # A piece lies inside its region at the site's start, and the tolerance does not
         # depend on the polygon (bound): a line that misses a region misses all its pieces.
-        parents = regions.vertices
-        valid = polygons.vertex_mask(parents, regions.counts)[:, None, :]
-        plan = []
-        for level in site.breaks:
-            lines = torch.cat([slopes, (offsets - level)[..., None]], dim=-1)  # (R0, U, 3)
-            values = torch.einsum("rvk,ruk->ruv", parents, lines[..., :2]) + lines[..., 2:]
-            scale = (lines[..., :2].abs() * bound).sum(-1) + lines[..., 2].abs()
-            big = valid & (values.abs() > polygons.EPS * scale[..., None])
-            plan.append((lines, (big & (values > 0)).any(-1) & (big & (values < 0)).any(-1)))
+        plan = _crossings(regions.vertices, regions.counts, slopes, offsets, site.breaks, bound)
         for lines, crosses in plan:
-            for unit in torch.nonzero(crosses.any(0)).flatten().tolist():
-                rows = torch.nonzero(crosses[regions.origin[: regions.size], unit]).flatten()
-                regions.cut(rows, lines[:, unit], bound)
+            # Round j cuts the pieces of every parent by the j-th unit (in unit order) that
+            # crosses that parent: the same cuts, in the same order per parent, as one pass
+            # per unit, but the passes number the most crossings of one parent, not units.
+            parent, unit = torch.nonzero(crosses, as_tuple=True)
+            per_parent = crosses.sum(dim=1)
+            rank = torch.arange(len(parent)) - (per_parent.cumsum(0) - per_parent)[parent]
+            for j in range(int(per_parent.max()) if len(parent) else 0):
+                chosen = rank == j
+                which = torch.full((len(crosses),), -1, dtype=torch.long)
+                which[parent[chosen]] = unit[chosen]
+                rows = torch.nonzero(which[regions.origin[: regions.size]] >= 0).flatten()
+                here = lines[torch.arange(len(crosses)), which.clamp(min=0)]
+                regions.cut(rows, here, bound)
         regions.vertices = regions.vertices[: regions.size]
         regions.counts = regions.counts[: regions.size]
         origin = regions.origin[: regions.size]
         centre = polygons.centroid(regions.vertices, regions.counts)
-        pre = (slopes[origin] @ centre[:, :, None]).squeeze(-1) + offsets[origin]
+        tilted = slopes[origin]
+        pre = tilted[..., 0] * centre[:, None, 0] + tilted[..., 1] * centre[:, None, 1]
+        pre = pre + offsets[origin]
         patterns = [p[origin] for p in patterns] + [states(pre, site.breaks)]
+        segments.keep(origin)
     regions.restart()
-    vertices, counts = regions.vertices, regions.counts
-    slopes, offsets = _affine(_run_regions(model, basis, patterns, None, sites, chunk))
+    counts = regions.counts
+    vertices = torch.where(
+        polygons.vertex_mask(regions.vertices, counts)[..., None], regions.vertices, 0.0
+    )
+    slopes, offsets = _affine(segments.values(patterns, None))
     boundary, owners = _boundary(vertices, counts, slopes, offsets)
     return Partition(
         vertices, counts, patterns, sites, slopes, offsets, boundary, owners, polygon, plane

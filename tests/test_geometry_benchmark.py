@@ -1,0 +1,42 @@
+"""The speed benchmark on a tiny net: it runs, reports consistent numbers, and its grid probe
+(plain forward hooks on every ReLU) finds no pattern that the exact partition lacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from relulab.geometry.benchmark import benchmark, grid_patterns, mlp, pack
+
+
+def test_benchmark_runs_and_probe_patterns_are_a_subset_of_the_partition():
+    result = benchmark(
+        depth=2, width=6, grid=96, repeats=1, others=((1, 4),), batch=1000, keep_patterns=True
+    )
+    probe = {tuple(row) for row in result["probe_codes"].tolist()}
+    exact = {tuple(row) for row in result["partition_codes"].tolist()}
+    assert probe <= exact
+    assert result["probe_patterns"] == len(probe) > 1
+    assert result["regions"] == len(exact)  # one pattern per region for a plain ReLU MLP
+    assert result["ratio"] == result["probe_s"] / result["partition_s"]
+    other = result["others"][0]
+    assert (other["depth"], other["width"]) == (1, 4)
+    assert other["regions_per_s"] == other["regions"] / other["partition_s"]
+
+
+def test_grid_patterns_match_a_numpy_forward_pass():
+    model = mlp(2, 5, seed=3)
+    found = grid_patterns(model, -2.0, 2.0, 40, batch=333)
+    axis = np.linspace(-2.0, 2.0, 40)
+    x = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+    bits = []
+    for layer in [m for m in model if isinstance(m, nn.Linear)][:-1]:
+        x = x @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
+        bits.append(x > 0)
+        x = np.maximum(x, 0.0)
+    expected = {sum(1 << i for i, b in enumerate(row) if b) for row in np.hstack(bits)}
+    assert found.shape[1] == 1  # 10 units fit one word
+    assert {w & (2**64 - 1) for w in found[:, 0].tolist()} == expected
+    assert len(found) == len(expected)
+    assert pack(torch.tensor([[1, 0, 1]])).tolist() == [[5]]
