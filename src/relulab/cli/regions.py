@@ -1,0 +1,139 @@
+"""``relulab regions``: the exact linear regions of a trained bench model on a 2-D slice."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from relulab.cli.output import format_table, print_json
+from relulab.errors import UserError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "regions",
+        help="exact linear regions and decision boundary of a trained model on a 2-D slice",
+        description="Partition a 2-D slice of a trained piecewise-linear model into the exact "
+        "convex polygons on which it is affine, with its decision boundary. A 2-D task "
+        "(spirals) is sliced over its data's box; any other over the plane through three test "
+        "examples. The model comes from a run made with relulab bench --save-models.",
+        epilog="examples:\n"
+        "  relulab bench --tasks spirals --acts relu --seeds 1 --save-models --out runs\n"
+        "  relulab regions runs/<run> spirals-relu-s0 -o regions.png\n"
+        "  relulab regions runs/<run> digits-relu-s0 --through 0 1 2 --json\n"
+        "  relulab regions --benchmark            # exact partition vs a 1024x1024 grid probe",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "run_dir", nargs="?", metavar="RUN", help="a run directory made with --save-models"
+    )
+    parser.add_argument("trial", nargs="?", help="a trial of it, e.g. spirals-relu-s0")
+    parser.add_argument(
+        "--through", type=int, nargs=3, metavar="I", help="test examples the plane goes through"
+    )
+    parser.add_argument("-o", "--output", help="PNG of the regions (needs the plot extra)")
+    parser.add_argument("--json", action="store_true", help="print the polygons as JSON")
+    parser.add_argument(
+        "--benchmark", action="store_true", help="time the exact partition against a grid probe"
+    )
+    parser.set_defaults(run=run)
+
+
+def _benchmark() -> int:
+    from relulab.geometry import benchmark
+
+    print("timing a 4x64 ReLU MLP on [-2, 2]^2 (float64) ...", file=sys.stderr, flush=True)
+    result = benchmark()
+    print(
+        f"exact partition {result['partition_s']:.3f} s ({result['regions']:,} regions), "
+        f"1024x1024 grid probe {result['probe_s']:.3f} s ({result['probe_patterns']:,} "
+        f"patterns): {result['ratio']:.1f}x"
+    )
+    rows = [
+        [f"{o['depth']}x{o['width']}", f"{o['regions']:,}", f"{o['partition_s']:.3f}",
+         f"{o['regions_per_s']:,.0f}"]
+        for o in result["others"]
+    ]  # fmt: skip
+    print(format_table(["MLP", "regions", "seconds", "regions/s"], rows))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.benchmark:
+        return _benchmark()
+    if not (args.run_dir and args.trial):
+        raise UserError("give a run directory and one of its trials (or --benchmark)")
+    import torch
+
+    from relulab.bench.runner import load_model
+    from relulab.geometry import Plane, partition
+
+    if args.output:
+        from relulab.optional import require
+
+        require("matplotlib", extra="plot", purpose="-o")
+    model = load_model(args.run_dir, args.trial).double()
+    data = model_data(args.run_dir, args.trial)
+    x, y = data.x_test.double(), data.y_test
+    if x[0].numel() == 2 and args.through is None:
+        low, high = x.amin(0), x.amax(0)
+        margin = 0.1 * (high - low)
+        (x0, y0), (x1, y1) = (low - margin).tolist(), (high + margin).tolist()
+        domain = torch.tensor([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=torch.float64)
+        points, labels = x.numpy(), y.numpy()
+    else:
+        indices = args.through or _three_classes(y)
+        for index in indices:
+            if not 0 <= index < len(x):
+                raise UserError(f"--through {index}: the test set has examples 0..{len(x) - 1}")
+        domain = Plane.through(*(x[i] for i in indices))
+        # the three examples in (s, t): their offsets along the plane's orthonormal directions
+        offsets = (x[list(indices)] - domain.origin).flatten(1)
+        points = torch.stack([offsets @ domain.d1.flatten(), offsets @ domain.d2.flatten()], 1)
+        points, labels = points.numpy(), y[list(indices)].numpy()
+    print(f"partitioning {args.trial} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    result = partition(model, domain)
+    seconds = time.perf_counter() - start
+    summary = {
+        "trial": args.trial,
+        "regions": result.count,
+        "boundary_segments": len(result.boundary),
+        "seconds": seconds,
+    }
+    if args.output:
+        from relulab.plot.regions import plot_regions
+
+        summary["plot"] = str(plot_regions(result, args.output, points=points, labels=labels))
+    if args.json:
+        summary["polygons"] = [r.vertices.tolist() for r in result.regions]
+        summary["boundary"] = result.boundary.tolist()
+        print_json(summary)
+    else:
+        print(
+            f"{args.trial}: {result.count:,} linear regions, {len(result.boundary):,} decision-"
+            f"boundary segments, in {seconds:.2f} s"
+            + (f"\nplot: {summary['plot']}" if args.output else "")
+        )
+    return 0
+
+
+def model_data(run: str, trial: str):
+    from pathlib import Path
+
+    from relulab.bench import rundir
+    from relulab.bench.runner import BenchConfig, plan
+
+    config = BenchConfig.from_dict(rundir.read_config(Path(run))["config"])
+    return next(s for s in plan(config) if s.trial_id == trial).task.data()
+
+
+def _three_classes(labels) -> list[int]:
+    """The first test example of each of the first three classes that occur."""
+    first: dict[int, int] = {}
+    for index, label in enumerate(labels.tolist()):
+        first.setdefault(label, index)
+    if len(first) < 3:
+        raise UserError("a plane needs three examples: give them with --through I J K")
+    return list(first.values())[:3]
