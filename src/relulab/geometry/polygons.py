@@ -52,6 +52,21 @@ def vertex_mask(vertices: Tensor, count: Tensor) -> Tensor:
     return torch.arange(vertices.shape[1])[None, :] < count[:, None]
 
 
+def _edge_crossings(vertices: Tensor, count: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per vertex slot ``(P, V)``: whether it is a real vertex, whether the edge leaving it
+    crosses the zero line strictly, and the crossing point ``(P, V, 2)`` (the vertex itself
+    where the edge does not cross)."""
+    P, V = v.shape
+    index = torch.arange(V)
+    valid = index[None, :] < count[:, None]
+    following = torch.where(index[None, :] + 1 < count[:, None], index[None, :] + 1, 0)
+    v_next = v.gather(1, following)
+    x_next = vertices.gather(1, following[..., None].expand(P, V, 2))
+    crosses = valid & (v * v_next < 0)
+    t = torch.where(crosses, v / torch.where(crosses, v - v_next, 1.0), 0.0)
+    return valid, crosses, vertices + t[..., None] * (x_next - vertices)
+
+
 def clip(vertices: Tensor, count: Tensor, v: Tensor, sign: float) -> tuple[Tensor, Tensor]:
     """The part of each polygon where ``sign * f >= 0`` (Sutherland-Hodgman, batched).
 
@@ -59,15 +74,8 @@ def clip(vertices: Tensor, count: Tensor, v: Tensor, sign: float) -> tuple[Tenso
     a polygon wholly on the other side gives a piece with fewer than 3 vertices.
     """
     P, V = v.shape
-    index = torch.arange(V)
-    valid = index[None, :] < count[:, None]
-    following = torch.where(index[None, :] + 1 < count[:, None], index[None, :] + 1, 0)
-    v_next = v.gather(1, following)
-    x_next = vertices.gather(1, following[..., None].expand(P, V, 2))
+    valid, crosses, cut = _edge_crossings(vertices, count, v)
     keep = valid & (sign * v >= 0)
-    crosses = valid & (v * v_next < 0)
-    t = torch.where(crosses, v / torch.where(crosses, v - v_next, 1.0), 0.0)
-    cut = vertices + t[..., None] * (x_next - vertices)
     # Each vertex may emit itself and then the crossing on its outgoing edge, in order.
     candidates = torch.stack([vertices, cut], dim=2).reshape(P, 2 * V, 2)
     flags = torch.stack([keep, crosses], dim=2).reshape(P, 2 * V)
@@ -133,15 +141,9 @@ def segment(vertices: Tensor, count: Tensor, line: Tensor, v: Tensor) -> tuple[T
     ``crossed`` ``(P,)``, whether the line cuts the polygon (a line along an edge or through a
     vertex only does not, by the tolerance policy).
     """
-    P, V = v.shape
-    index = torch.arange(V)
-    valid = index[None, :] < count[:, None]
-    following = torch.where(index[None, :] + 1 < count[:, None], index[None, :] + 1, 0)
-    v_next = v.gather(1, following)
-    x_next = vertices.gather(1, following[..., None].expand(P, V, 2))
-    crosses = valid & (v * v_next < 0)
-    t = torch.where(crosses, v / torch.where(crosses, v - v_next, 1.0), 0.0)
-    points = torch.cat([vertices + t[..., None] * (x_next - vertices), vertices], dim=1)
+    P = v.shape[0]
+    valid, crosses, cut = _edge_crossings(vertices, count, v)
+    points = torch.cat([cut, vertices], dim=1)
     on = torch.cat([crosses, valid & (v == 0)], dim=1)
     # The end points are the extreme points on the line, along its direction (-a_2, a_1).
     along = points[..., 0] * -line[:, None, 1] + points[..., 1] * line[:, None, 0]
