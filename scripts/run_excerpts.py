@@ -31,6 +31,8 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+from relulab.bench.report import format_p  # as report.md writes p, so the two agree
+
 ROOT = Path(__file__).resolve().parent.parent
 SPAN = re.compile(r"(<!-- run:([\w-]+) (\S+)([^>\n]*?) -->)(.*?)(<!-- /run -->)", re.S)
 
@@ -79,12 +81,6 @@ def _fixed(value: float, digits: int, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
-def _p_value(p: float) -> str:
-    from relulab.bench.report import format_p  # as report.md writes it, so the two agree
-
-    return format_p(p)
-
-
 def _verdict(row: dict[str, str]) -> str:
     if row["activation"] == row["baseline"]:
         return "baseline"
@@ -116,7 +112,7 @@ def excerpt(run: Path, task: str) -> str:
             f"| {r['rank']} | {r['activation']} | {_fixed(score['score_mean'], 2)} ± "
             f"{_fixed(score['score_std'], 2)} | [{_fixed(low, 2)}, {_fixed(high, 2)}] | "
             f"{_fixed(100 * _number(r['delta_vs_baseline']), 2, sign=True)} | "
-            f"{_p_value(_number(r['p_holm']))} | {_verdict(r)} | "
+            f"{format_p(_number(r['p_holm']))} | {_verdict(r)} | "
             f"{_fixed(100 * _number(r['pd_top1']), 1)} | {_fixed(_number(r['ece_mean']), 3)} | "
             f"{_fixed(100 * _number(r['dead_fraction_mean']), 1)} |"
         )
@@ -147,7 +143,7 @@ def deltas(run: Path) -> str:
                 mark = "**" if r["significant"] == "True" else ""
                 delta = 100 * _number(r["delta_vs_baseline"])
                 if not math.isnan(p):
-                    text += f" ({mark}{delta:+.2f}, p {_p_value(p)}{mark})"
+                    text += f" ({mark}{delta:+.2f}, p {format_p(p)}{mark})"
             cells.append(text)
         lines.append(f"| {activation} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

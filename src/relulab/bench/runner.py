@@ -206,20 +206,25 @@ def plan(config: BenchConfig) -> list[TrialSpec]:
     return specs
 
 
-def load_model(run: str | Path, trial: str) -> nn.Module:
-    """The trained model of a trial of a run made with ``--save-models``, in eval mode:
-    built by its task's factory with its activation, weights loaded with
-    ``torch.load(weights_only=True)``."""
+def trial_spec(run: str | Path, trial: str) -> TrialSpec:
+    """The spec of one trial of a run (its task, activation, seed, schedule)."""
     run = Path(run)
     config = BenchConfig.from_dict(rundir.read_config(run)["config"])
     specs = {spec.trial_id: spec for spec in plan(config)}
     if trial not in specs:
         hint = did_you_mean(trial, list(specs)) or f" (trials: {', '.join(list(specs)[:5])}, ...)"
         raise UserError(f"{run}: no trial {trial!r}{hint}")
-    path = rundir.trial_directory(run, trial) / rundir.MODEL
+    return specs[trial]
+
+
+def load_model(run: str | Path, trial: str | TrialSpec) -> nn.Module:
+    """The trained model of a trial (its id or :func:`trial_spec`) of a run made with
+    ``--save-models``, in eval mode: built by its task's factory with its activation, weights
+    loaded with ``torch.load(weights_only=True)``."""
+    spec = trial if isinstance(trial, TrialSpec) else trial_spec(run, trial)
+    path = rundir.trial_directory(Path(run), spec.trial_id) / rundir.MODEL
     if not path.is_file():
         raise UserError(f"{path}: no saved weights; make the run with relulab bench --save-models")
-    spec = specs[trial]
     data = spec.task.data()
     model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
     model.load_state_dict(torch.load(path, weights_only=True))

@@ -66,15 +66,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give a run directory and one of its trials (or --benchmark)")
     import torch
 
-    from relulab.bench.runner import load_model
+    from relulab.bench.runner import load_model, trial_spec
     from relulab.geometry import Plane, partition
 
     if args.output:
         from relulab.optional import require
 
         require("matplotlib", extra="plot", purpose="-o")
-    model = load_model(args.run_dir, args.trial).double()
-    data = model_data(args.run_dir, args.trial)
+    spec = trial_spec(args.run_dir, args.trial)
+    model = load_model(args.run_dir, spec).double()
+    data = spec.task.data()
     x, y = data.x_test.double(), data.y_test
     if x[0].numel() == 2 and args.through is None:
         low, high = x.amin(0), x.amax(0)
@@ -117,16 +118,6 @@ def run(args: argparse.Namespace) -> int:
             + (f"\nplot: {summary['plot']}" if args.output else "")
         )
     return 0
-
-
-def model_data(run: str, trial: str):
-    from pathlib import Path
-
-    from relulab.bench import rundir
-    from relulab.bench.runner import BenchConfig, plan
-
-    config = BenchConfig.from_dict(rundir.read_config(Path(run))["config"])
-    return next(s for s in plan(config) if s.trial_id == trial).task.data()
 
 
 def _three_classes(labels) -> list[int]:
