@@ -50,8 +50,5 @@ def test_wrong_inputs_are_one_line(run, capsys):
     assert main(["regions"]) == 2
     assert main(["regions", str(run), "digits-relu-s0", "--through", "0", "1", "99999"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert (
-        err[0]
-        == "relulab regions: error: give a run directory and one of its trials (or --benchmark)"
-    )
+    assert err[0].startswith("relulab regions: error: give a run directory and one of its trials")
     assert err[-1].startswith("relulab regions: error: --through 99999: the test set has")

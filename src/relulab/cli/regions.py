@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from relulab.cli.model_source import add_model_arguments, load_model_source
 from relulab.cli.output import format_table, print_json
 from relulab.errors import UserError
 
@@ -25,10 +26,7 @@ def add_parser(subparsers) -> None:
         "  relulab regions --benchmark            # exact partition vs a 1024x1024 grid probe",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "run_dir", nargs="?", metavar="RUN", help="a run directory made with --save-models"
-    )
-    parser.add_argument("trial", nargs="?", help="a trial of it, e.g. spirals-relu-s0")
+    add_model_arguments(parser)
     parser.add_argument(
         "--through", type=int, nargs=3, metavar="I", help="test examples the plane goes through"
     )
@@ -62,20 +60,16 @@ def _benchmark() -> int:
 def run(args: argparse.Namespace) -> int:
     if args.benchmark:
         return _benchmark()
-    if not (args.run_dir and args.trial):
-        raise UserError("give a run directory and one of its trials (or --benchmark)")
     import torch
 
-    from relulab.bench.runner import load_model, trial_spec
     from relulab.geometry import Plane, partition
 
     if args.output:
         from relulab.optional import require
 
         require("matplotlib", extra="plot", purpose="-o")
-    spec = trial_spec(args.run_dir, args.trial)
-    model = load_model(args.run_dir, spec).double()
-    data = spec.task.data()
+    source = load_model_source(args)
+    model, data = source.model.double(), source.data
     x, y = data.x_test.double(), data.y_test
     if x[0].numel() == 2 and args.through is None:
         low, high = x.amin(0), x.amax(0)
@@ -93,12 +87,12 @@ def run(args: argparse.Namespace) -> int:
         offsets = (x[list(indices)] - domain.origin).flatten(1)
         points = torch.stack([offsets @ domain.d1.flatten(), offsets @ domain.d2.flatten()], 1)
         points, labels = points.numpy(), y[list(indices)].numpy()
-    print(f"partitioning {args.trial} ...", file=sys.stderr, flush=True)
+    print(f"partitioning {source.name} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     result = partition(model, domain)
     seconds = time.perf_counter() - start
     summary = {
-        "trial": args.trial,
+        "trial": source.name,
         "regions": result.count,
         "boundary_segments": len(result.boundary),
         "seconds": seconds,
@@ -113,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         print(
-            f"{args.trial}: {result.count:,} linear regions, {len(result.boundary):,} decision-"
+            f"{source.name}: {result.count:,} linear regions, {len(result.boundary):,} decision-"
             f"boundary segments, in {seconds:.2f} s"
             + (f"\nplot: {summary['plot']}" if args.output else "")
         )
