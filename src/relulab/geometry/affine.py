@@ -4,16 +4,24 @@ A network built from linear layers and continuous piecewise-linear activations i
 each set of inputs that share an activation pattern. :func:`run` executes the model under a
 :class:`~torch.overrides.TorchFunctionMode` that sees every torch call, functional
 (``F.relu(x)``, ``x.clamp(0, 6)``) or made by a module (``nn.ReLU`` calls ``F.relu``), in
-execution order. Each piecewise-linear call is an activation *site*; given a fixed pattern
-for the sites before site ``stop``, the run applies, row by row, the linear piece that the
-pattern names, and stops at site ``stop``, returning its pre-activation. Calls on data
-derived from the input that are not known to be affine (a smooth activation, softmax,
-max-pool, a product of two activations) raise :class:`~relulab.errors.UserError` naming the
-call and the module that made it; arithmetic on parameters alone is left alone.
+execution order. (Run-time interception rather than :mod:`relulab.sites`, which reads
+modules and source: the geometry must replace each call's *value* per region, in the order
+the calls run, and know which tensors depend on the input; a static finder sees neither.)
+
+Each piecewise-linear call is an activation *site*; given a fixed pattern for the sites
+before site ``stop``, the run applies, row by row, the linear piece that the pattern names,
+and stops at site ``stop``, returning its pre-activation. Calls on data derived from the
+input that are not known to be affine (a smooth activation, softmax, a product of two
+activations) raise :class:`~relulab.errors.UserError` naming the call and the module that
+made it; arithmetic on parameters alone is left alone.
 
 Supported pieces, with breakpoints ``b`` (the state of a unit is the number of breakpoints
 strictly below its pre-activation): relu, leaky_relu, prelu, abs (``b = 0``), relu6,
-hardtanh and clamp/clip with number bounds (``b = low, high``).
+hardtanh and clamp/clip with number bounds (``b = low, high``). Max-pooling (1-D and 2-D,
+with stride, padding, dilation and ceil mode, and adaptive) is a site of kind ``"max"``:
+each output unit is the largest of the ``k`` candidates in its window, its pre-activation
+is the candidates' values, and its state is the position of the largest (the first, on a
+tie).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,15 +47,23 @@ class Site:
 
     Attributes:
         name: the call and the module that made it (``"net.1: relu"``).
-        kind: relu, leaky_relu, prelu, abs or clamp (relu6 and hardtanh are clamps).
+        kind: relu, leaky_relu, prelu, abs, clamp (relu6 and hardtanh are clamps) or max.
         units: the number of activations per sample.
-        breaks: the breakpoints of every unit (``(0.0,)`` or ``(low, high)``).
+        breaks: the breakpoints of every unit (``(0.0,)`` or ``(low, high)``; ``()`` for max).
+        windows: for max, ``(units, k)`` the flat input position of each candidate of each
+            unit, -1 where the window overhangs the input (padding, ceil mode).
     """
 
     name: str
     kind: str
     units: int
     breaks: tuple[float, ...]
+    windows: Tensor | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def window(self) -> int:
+        """Candidates per unit: ``k`` for max, else 1."""
+        return 1 if self.windows is None else int(self.windows.shape[1])
 
 
 class _Stop(Exception):
@@ -71,6 +87,20 @@ _ABS = _fn("abs", "abs_", "absolute", "absolute_")
 _RELU6 = _fn("relu6")
 _HARDTANH = _fn("hardtanh", "hardtanh_")
 _CLAMP = _fn("clamp", "clamp_", "clip", "clip_")
+_MAX_POOL = {
+    id(f): name
+    for name in (
+        "max_pool1d",
+        "max_pool2d",
+        "max_pool1d_with_indices",
+        "max_pool2d_with_indices",
+        "adaptive_max_pool1d",
+        "adaptive_max_pool2d",
+        "adaptive_max_pool1d_with_indices",
+        "adaptive_max_pool2d_with_indices",
+    )
+    for f in _fn(name)
+}
 
 # Calls that are affine in their data argument(s); mul/div/matmul are affine only while at
 # most one factor depends on the input (checked below).
@@ -235,6 +265,8 @@ class _Mode(TorchFunctionMode):
         inputs = (args, kwargs)
         if not self.is_derived(inputs):
             return func(*args, **kwargs)
+        if id(func) in _MAX_POOL:
+            return self._max_site(func, args, kwargs)
         piece = self._piece(func, args, kwargs)
         if piece is not None:
             return self._site(func, args, kwargs, *piece)
@@ -264,7 +296,7 @@ class _Mode(TorchFunctionMode):
                     f"relulab.geometry: unsupported call {self.where(func)}; supported are "
                     "linear layers, convolutions, eval-mode BatchNorm, average pooling, "
                     "reshapes, additions, concatenations and relu, leaky_relu, prelu, relu6, "
-                    "hardtanh, abs, clamp (max-pool is not supported yet)"
+                    "hardtanh, abs, clamp and 1-D/2-D max-pooling"
                 )
             return out
         out = func(*args, **kwargs)
@@ -300,15 +332,9 @@ class _Mode(TorchFunctionMode):
         )
         return "clamp", breaks, slopes, consts
 
-    def _site(self, func, args, kwargs, kind, breaks, slopes, consts):
-        pre = args[0] if args else kwargs["input"]
+    def _enter(self, site: Site) -> int:
+        """Record ``site``; check it against the recording run's; return its index."""
         index = len(self.found)
-        site = Site(
-            f"{self.stack[-1] if self.stack else 'model'}: {_call_name(func)}",
-            kind,
-            pre[0].numel(),
-            breaks,
-        )
         self.found.append(site)
         if not self.recording:
             expected = self.sites[index] if index < len(self.sites) else None
@@ -321,6 +347,43 @@ class _Mode(TorchFunctionMode):
                     f"relulab.geometry: the model's activation calls changed between runs at "
                     f"{site.name}; data-dependent control flow is not supported"
                 )
+        return index
+
+    def _name(self, func: Any) -> str:
+        return f"{self.stack[-1] if self.stack else 'model'}: {_call_name(func)}"
+
+    def _max_site(self, func, args, kwargs):
+        name = _MAX_POOL[id(func)]
+        options = _pool_options(name, args, kwargs)
+        if options.pop("return_indices", False):
+            raise UserError(
+                f"relulab.geometry: {self.where(func)} returns indices, which are not "
+                "piecewise linear in the input; pool without return_indices"
+            )
+        x = args[0] if args else kwargs["input"]
+        out = func(x, **options)
+        dims = 2 if "2d" in name else 1
+        if x.dim() != dims + 2:
+            raise UserError(
+                f"relulab.geometry: {self.where(func)} on an unbatched input of shape "
+                f"{tuple(x.shape)}; give it a batch dimension"
+            )
+        windows = _pool_windows(name, tuple(x.shape[1:]), tuple(out.shape[2:]), options)
+        site = Site(self._name(func), "max", windows.shape[0], (), windows)
+        index = self._enter(site)
+        candidates = x.reshape(len(x), -1)[:, windows.clamp(min=0)]  # (B, units, k)
+        if index == self.stop:
+            raise _Stop(candidates)
+        if index < len(self.patterns):
+            state = self.patterns[index].reshape(len(x), -1, 1).long()
+            out = candidates.gather(2, state).reshape(out.shape)
+        self.mark(out)
+        return out
+
+    def _site(self, func, args, kwargs, kind, breaks, slopes, consts):
+        pre = args[0] if args else kwargs["input"]
+        site = Site(self._name(func), kind, pre[0].numel(), breaks)
+        index = self._enter(site)
         if index == self.stop:
             raise _Stop(pre)
         if index >= len(self.patterns):
@@ -349,6 +412,65 @@ def _apply(pre: Tensor, state: Tensor, slopes: tuple, consts: tuple) -> Tensor:
     for s, (slope, const) in enumerate(zip(slopes, consts)):
         out = torch.where(state == s, pre * slope + const, out)
     return out
+
+
+_POOL_PARAMETERS = {
+    "max": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "adaptive": ("output_size", "return_indices"),
+}
+
+
+def _pool_options(name: str, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """A pooling call's arguments by name (the input excluded)."""
+    names = _POOL_PARAMETERS["adaptive" if name.startswith("adaptive") else "max"]
+    options = dict(zip(names, args[1:]))
+    options.update({k: v for k, v in kwargs.items() if k != "input"})
+    return options
+
+
+def _along(value: Any, dim: int, default: int) -> int:
+    """A pooling size for spatial dimension ``dim`` (an int, or one per dimension)."""
+    if value is None or (isinstance(value, (tuple, list)) and not value):
+        return default
+    return int(value[dim] if isinstance(value, (tuple, list)) else value)
+
+
+def _pool_windows(
+    name: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...], options: dict[str, Any]
+) -> Tensor:
+    """``(units, k)``: the flat input positions (within one sample) of every output unit's
+    window, -1 where the window overhangs the input. Units are in output order (channel,
+    then spatial), candidates in the window's row-major order, as torch scans them."""
+    channels, spatial = in_shape[0], in_shape[1:]
+    per_dim = []  # per spatial dim: (out, k_d) positions along that dim, -1 outside
+    for d, (size, outputs) in enumerate(zip(spatial, out_shape)):
+        if name.startswith("adaptive"):
+            o = torch.arange(outputs)
+            start, end = (o * size) // outputs, -((-(o + 1) * size) // outputs)  # floor, ceil
+            width = int((end - start).max())
+            pos = start[:, None] + torch.arange(width)[None, :]
+            pos = torch.where(pos < end[:, None], pos, -1)
+        else:
+            kernel = _along(options.get("kernel_size"), d, 1)
+            stride = _along(options.get("stride"), d, kernel) or kernel
+            pad, dilation = (
+                _along(options.get("padding"), d, 0),
+                _along(options.get("dilation"), d, 1),
+            )
+            pos = (torch.arange(outputs) * stride - pad)[:, None] + dilation * torch.arange(kernel)
+            pos = torch.where((pos >= 0) & (pos < size), pos, -1)
+        per_dim.append(pos)
+    if len(per_dim) == 1:
+        flat = per_dim[0]
+    else:
+        rows, cols = per_dim  # (oH, kH), (oW, kW)
+        flat = rows[:, None, :, None] * spatial[1] + cols[None, :, None, :]
+        flat = torch.where((rows[:, None, :, None] < 0) | (cols[None, :, None, :] < 0), -1, flat)
+        flat = flat.reshape(rows.shape[0] * cols.shape[0], -1)
+    plane = int(torch.tensor(spatial).prod())
+    offsets = (torch.arange(channels) * plane)[:, None, None]
+    windows = torch.where(flat[None] < 0, -1, flat[None] + offsets)
+    return windows.reshape(-1, windows.shape[-1])
 
 
 def _hooks(model: nn.Module, mode: _Mode) -> list[Any]:
@@ -405,10 +527,17 @@ def run(
     return out.reshape(len(inputs), -1), mode.found
 
 
-def states(pre: Tensor, breaks: tuple[float, ...]) -> Tensor:
-    """The state of each unit: how many of its breakpoints lie strictly below ``pre``."""
+def states(pre: Tensor, site: Site) -> Tensor:
+    """The state of each unit, ``(B, units)``, from the site's pre-activation ``(B, units *
+    window)``: how many of its breakpoints lie strictly below it, or for max the position of
+    the largest candidate in its window (the first, on a tie)."""
+    if site.kind == "max":
+        candidates = pre.reshape(len(pre), site.units, site.window)
+        candidates = candidates.masked_fill(site.windows[None] < 0, -torch.inf)
+        dtype = torch.int8 if site.window <= 127 else torch.int16
+        return candidates.argmax(dim=2).to(dtype)
     count = torch.zeros(pre.shape, dtype=torch.int8)
-    for b in breaks:
+    for b in site.breaks:
         count += (pre > b).to(torch.int8)
     return count
 

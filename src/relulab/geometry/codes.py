@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from relulab.errors import UserError
-from relulab.geometry.affine import Site, as_float64, run
+from relulab.geometry.affine import Site, as_float64, run, states
 from relulab.optional import require
 
 
@@ -122,7 +123,7 @@ def activation_codes(
     if not sites:
         raise UserError(
             "activation_codes: the model has no piecewise-linear activation (relu, leaky_relu, "
-            "prelu, relu6, hardtanh, abs, clamp)"
+            "prelu, relu6, hardtanh, abs, clamp, max-pool)"
         )
     blocks = []
     for start in range(0, len(inputs), batch_size):
@@ -130,7 +131,11 @@ def activation_codes(
         words = []
         for k, site in enumerate(sites):
             pre, _ = run(net, batch, stop=k, sites=sites)
-            words.append(torch.stack([pre > b for b in site.breaks], dim=-1).reshape(len(pre), -1))
+            if site.kind == "max":  # which candidate is largest, one-hot over the window
+                word = F.one_hot(states(pre, site).long(), site.window).bool()
+            else:
+                word = torch.stack([pre > b for b in site.breaks], dim=-1)
+            words.append(word.reshape(len(pre), -1))
         blocks.append(torch.cat(words, dim=1))
     bits = torch.cat(blocks)
     width = bits.shape[1]

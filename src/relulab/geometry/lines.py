@@ -80,6 +80,35 @@ def _split(lo: Tensor, hi: Tensor, origin: Tensor, slope: Tensor, offset: Tensor
     return lo, hi, torch.cat([origin[~cut], origin[cut], origin[cut]])
 
 
+def _split_max(lo, hi, origin, slope, offset, site: Site) -> tuple:
+    """Split intervals wherever two candidates of one max unit cross (a superset of where
+    the largest changes: :func:`_merge` joins the pieces that the largest does not tell
+    apart)."""
+    k = site.window
+    for unit in range(site.units):
+        for i in range(k):
+            for j in range(i + 1, k):
+                if site.windows[unit, i] < 0 or site.windows[unit, j] < 0:
+                    continue
+                a, b = unit * k + i, unit * k + j
+                lo, hi, origin = _split(
+                    lo, hi, origin, slope[:, a] - slope[:, b], offset[:, a] - offset[:, b]
+                )
+    return lo, hi, origin
+
+
+def _merge(lo: Tensor, hi: Tensor, origin: Tensor, state: Tensor) -> tuple:
+    """Join the pieces of one interval that share a state. The set where a unit's largest
+    candidate is a given one is convex, so such pieces are adjacent and their union is an
+    interval."""
+    key = torch.cat([origin[:, None], state.long()], dim=1)
+    groups, group = torch.unique(key, dim=0, return_inverse=True)
+    count = len(groups)
+    low = torch.full((count,), torch.inf, dtype=lo.dtype).scatter_reduce(0, group, lo, "amin")
+    high = torch.full((count,), -torch.inf, dtype=hi.dtype).scatter_reduce(0, group, hi, "amax")
+    return low, high, groups[:, 0], groups[:, 1:].to(state.dtype)
+
+
 def breakpoints(model: nn.Module, a: Tensor, b: Tensor) -> Pieces:
     """The exact linear pieces of ``model`` along the segment from input ``a`` to ``b``.
 
@@ -107,12 +136,17 @@ def breakpoints(model: nn.Module, a: Tensor, b: Tensor) -> Pieces:
         values = _values(model, ends, patterns, k, sites)
         offset, slope = values[:, 0], values[:, 1] - values[:, 0]  # (P0, U)
         origin = torch.arange(len(values))
-        for unit in range(site.units):
+        if site.kind == "max":
+            lo, hi, origin = _split_max(lo, hi, origin, slope, offset, site)
+        for unit in range(site.units if site.kind != "max" else 0):
             for level in site.breaks:
                 lo, hi, origin = _split(lo, hi, origin, slope[:, unit], offset[:, unit] - level)
         middle = (lo + hi) / 2
         pre = offset[origin] + middle[:, None] * slope[origin]
-        patterns = [p[origin] for p in patterns] + [states(pre, site.breaks)]
+        state = states(pre, site)
+        if site.kind == "max":
+            lo, hi, origin, state = _merge(lo, hi, origin, state)
+        patterns = [p[origin] for p in patterns] + [state]
     order = torch.argsort(lo)
     lo, hi, patterns = lo[order], hi[order], [p[order] for p in patterns]
     values = _values(model, ends, patterns, None, sites)

@@ -239,6 +239,58 @@ class _Regions:
         self.origin[self.size : end] = self.origin[rows]
         self.size = end
 
+    def cut_max(self, rows: Tensor, lines: Tensor, valid: Tensor, bound: Tensor) -> None:
+        """Split regions ``rows`` into the cells of their max unit: ``lines`` ``(n, k, 3)``
+        are the ``k`` candidates on each row, ``valid`` ``(n, k)`` which exist. Cell ``j`` is
+        where candidate ``j`` is largest, ties going to the lower index (so a candidate equal
+        to an earlier one on the whole region has no cell); cells of area below
+        ``EPS * (X + Y)**2`` (``X``, ``Y`` bound the domain, as for lines) are dropped.
+        """
+        if len(rows) == 0:
+            return
+        vertices, counts = self.vertices[rows], self.counts[rows]
+        n, k = valid.shape
+        pieces, sizes = [], []
+        for j in range(k):
+            piece, size = vertices, counts.clone()
+            for i in range(k):
+                if i == j:
+                    continue
+                v = polygons.snapped(piece, size, lines[:, j] - lines[:, i], bound)
+                equal = (v == 0).all(dim=1)  # candidate j is candidate i on this region
+                # no constraint where candidate i does not exist
+                v = torch.where(valid[:, i, None], v, 1.0)
+                piece, size = polygons.clip(piece, size, v, 1.0)
+                if i < j:
+                    size = torch.where(equal & valid[:, i], 0, size)
+            pieces.append(piece)
+            # A cell that only touches a corner or an edge comes out of the clips as a
+            # sliver of zero area, up to rounding: it is not a region.
+            sliver = polygons.area(piece, size) <= polygons.EPS * float(bound.sum()) ** 2
+            sizes.append(torch.where(valid[:, j] & (size >= 3) & ~sliver, size, 0))
+        width = max(p.shape[1] for p in pieces)
+        pieces = [torch.cat([p, p[:, -1:].expand(-1, width - p.shape[1], -1)], 1) for p in pieces]
+        stacked, sizes = torch.stack(pieces, 1), torch.stack(sizes, 1)  # (n, k, W, 2), (n, k)
+        kept = sizes > 0
+        # The first cell of each row takes its place, the others are appended; a row left
+        # with no cell (its crossing was within rounding) stays whole.
+        whole = ~kept.any(dim=1)
+        first = kept.to(torch.int8).argmax(dim=1)
+        rows_all = torch.arange(n)
+        self._reserve(self.size, width)
+        split = rows[~whole]
+        self.vertices[split, :width] = stacked[rows_all, first][~whole]
+        self.counts[split] = sizes[rows_all, first][~whole]
+        kept[rows_all, first] = False
+        parent, cell = torch.nonzero(kept, as_tuple=True)
+        new = len(parent)
+        self._reserve(self.size + new, width)
+        end = self.size + new
+        self.vertices[self.size : end, :width] = stacked[parent, cell]
+        self.counts[self.size : end] = sizes[parent, cell]
+        self.origin[self.size : end] = self.origin[rows[parent]]
+        self.size = end
+
 
 def _affine(values: Tensor) -> tuple[Tensor, Tensor]:
     """From values at the basis points ``(R, 3, U)``: slopes ``(R, U, 2)``, offsets ``(R, U)``."""
@@ -354,6 +406,33 @@ def _crossings(
     return plan
 
 
+def _max_crossings(
+    vertices: Tensor, counts: Tensor, slopes: Tensor, offsets: Tensor, site: Site, bound: Tensor
+) -> tuple[Tensor, Tensor]:
+    """For a max site: every unit's candidate lines ``(R, U, k, 3)`` on every region, and
+    which units have no single largest candidate over a region ``(R, U)`` (those are cut)."""
+    R, k = len(counts), site.window
+    lines = torch.cat([slopes, offsets[..., None]], dim=-1).reshape(R, site.units, k, 3)
+    valid = site.windows >= 0  # (U, k)
+    filled = torch.where(
+        polygons.vertex_mask(vertices, counts)[..., None], vertices, vertices[:, :1]
+    )
+    crosses = torch.zeros(R, site.units, dtype=torch.bool)
+    step = max(1, 2**22 // max(1, site.units * k * vertices.shape[1]))
+    for r in range(0, R, step):
+        part = lines[r : r + step]  # (r, U, k, 3)
+        corners = filled[r : r + step]  # (r, V, 2)
+        at = torch.einsum("rukc,rvc->rukv", part[..., :2], corners) + part[..., 2:3]
+        at = at.masked_fill(~valid[None, :, :, None], -torch.inf)
+        scale = (part[..., :2].abs() * bound).sum(-1) + part[..., 2].abs()  # (r, U, k)
+        eps = 2 * polygons.EPS * scale.masked_fill(~valid[None], 0).amax(dim=2)  # (r, U)
+        top = at.amax(dim=2, keepdim=True)  # (r, U, 1, V)
+        # a candidate within eps of the top at every vertex is largest on the whole region
+        lead = ((top - at) <= eps[..., None, None]).all(dim=3) & valid[None]
+        crosses[r : r + step] = ~lead.any(dim=2)
+    return lines, crosses
+
+
 def _boundary(vertices: Tensor, counts: Tensor, A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Segments where the top class changes, and their regions."""
     R, outputs = b.shape
@@ -442,7 +521,14 @@ def partition(model: nn.Module, domain: Tensor | Plane, chunk: int | None = None
         regions.restart()
         # A piece lies inside its region at the site's start, and the tolerance does not
         # depend on the polygon (bound): a line that misses a region misses all its pieces.
-        plan = _crossings(regions.vertices, regions.counts, slopes, offsets, site.breaks, bound)
+        if site.kind == "max":
+            lines, crosses = _max_crossings(
+                regions.vertices, regions.counts, slopes, offsets, site, bound
+            )
+            valid = site.windows >= 0
+            plan = [(lines, crosses)]
+        else:
+            plan = _crossings(regions.vertices, regions.counts, slopes, offsets, site.breaks, bound)
         for lines, crosses in plan:
             # Round j cuts the pieces of every parent by the j-th unit (in unit order) that
             # crosses that parent: the same cuts, in the same order per parent, as one pass
@@ -456,7 +542,11 @@ def partition(model: nn.Module, domain: Tensor | Plane, chunk: int | None = None
                 which[parent[chosen]] = unit[chosen]
                 rows = torch.nonzero(which[regions.origin[: regions.size]] >= 0).flatten()
                 here = lines[torch.arange(len(crosses)), which.clamp(min=0)]
-                regions.cut(rows, here, bound)
+                if site.kind == "max":
+                    mine = which[regions.origin[rows]]
+                    regions.cut_max(rows, here[regions.origin[rows]], valid[mine], bound)
+                else:
+                    regions.cut(rows, here, bound)
         regions.vertices = regions.vertices[: regions.size]
         regions.counts = regions.counts[: regions.size]
         origin = regions.origin[: regions.size]
@@ -464,7 +554,7 @@ def partition(model: nn.Module, domain: Tensor | Plane, chunk: int | None = None
         tilted = slopes[origin]
         pre = tilted[..., 0] * centre[:, None, 0] + tilted[..., 1] * centre[:, None, 1]
         pre = pre + offsets[origin]
-        patterns = [p[origin] for p in patterns] + [states(pre, site.breaks)]
+        patterns = [p[origin] for p in patterns] + [states(pre, site)]
         segments.keep(origin)
     regions.restart()
     counts = regions.counts
