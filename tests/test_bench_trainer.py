@@ -65,6 +65,19 @@ def test_a_trial_is_bit_identical_when_repeated():
     ]
 
 
+def test_an_epoch_hook_that_draws_random_numbers_changes_nothing():
+    seen = []
+
+    def hook(epoch: int, model: nn.Module) -> None:
+        seen.append((epoch, model.training))
+        torch.rand(1000)  # a careless measurement; SmartMixed samples in training
+        model(torch.randn(4, 2))
+
+    plain, hooked = run_trial(spec("smartmixed")), run_trial(spec("smartmixed"), on_epoch=hook)
+    assert seen == [(0, False), (1, False), (2, False), (3, False)]
+    assert np.array_equal(plain.probabilities, hooked.probabilities)
+
+
 def test_seeds_differ():
     assert not np.array_equal(
         run_trial(spec(seed=0)).probabilities, run_trial(spec(seed=1)).probabilities

@@ -16,6 +16,7 @@ import hashlib
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,13 +275,31 @@ def _repeatable(threads: int, seed: int):
         torch.set_rng_state(saved[2])
 
 
-def run_trial(spec: TrialSpec) -> TrialOutcome:
-    """Train and measure one trial (see the module docstring for what makes it repeatable)."""
+EpochHook = Callable[[int, nn.Module], None]
+
+
+def run_trial(spec: TrialSpec, on_epoch: EpochHook | None = None) -> TrialOutcome:
+    """Train and measure one trial (see the module docstring for what makes it repeatable).
+
+    ``on_epoch(epoch, model)``, if given, is called before training (epoch 0) and after each
+    epoch, with the model in eval mode and torch's random generator saved and restored
+    around it, so that what it measures cannot change the trial's outcome.
+    """
     with _repeatable(spec.threads, spec.seed):
-        return _train(spec)
+        return _train(spec, on_epoch)
 
 
-def _train(spec: TrialSpec) -> TrialOutcome:
+def _call_hook(on_epoch: EpochHook | None, epoch: int, model: nn.Module) -> None:
+    if on_epoch is None:
+        return
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        on_epoch(epoch, model)
+    model.train(was_training)
+
+
+def _train(spec: TrialSpec, on_epoch: EpochHook | None = None) -> TrialOutcome:
     data = spec.task.data()
     model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
     paired_init(model, spec.seed)
@@ -293,6 +312,7 @@ def _train(spec: TrialSpec) -> TrialOutcome:
     saved_bytes = saved_bytes_per_step(
         model, data.x_train[: spec.batch_size], data.y_train[: spec.batch_size]
     )
+    _call_hook(on_epoch, 0, model)
 
     epochs: list[dict[str, Any]] = []
     status, diverged_at = "ok", None
@@ -324,6 +344,7 @@ def _train(spec: TrialSpec) -> TrialOutcome:
                 "seconds": seconds,
             }
         )
+        _call_hook(on_epoch, epoch, model)
 
     test_loss, probabilities = _evaluate(model, data)
     finite = bool(torch.isfinite(probabilities).all())

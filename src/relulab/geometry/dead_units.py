@@ -11,19 +11,15 @@ own recipe.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from relulab.bench import trainer
-from relulab.bench.models import paired_init
-from relulab.bench.trainer import TrialSpec, activation_for_width, activation_statistics
+from relulab.bench.trainer import TrialSpec, activation_statistics, run_trial
 from relulab.errors import UserError
 
 
@@ -80,6 +76,11 @@ def dead_unit_history(
         if progress:
             progress(f"epoch {epoch}/{epochs}")
     model.train(was_training)
+    return _history(rows, model)
+
+
+def _history(rows: list[list[dict]], model: nn.Module) -> DeadUnitHistory:
+    """The per-epoch records of :func:`activation_statistics` as a :class:`DeadUnitHistory`."""
     layers = [record["layer"] for record in rows[0]]
     if not layers:
         raise UserError(f"{type(model).__name__} has no activation modules to measure")
@@ -108,55 +109,25 @@ class TrackedTrial:
 
 
 def track_trial(spec: TrialSpec, progress: Callable[[str], None] | None = None) -> TrackedTrial:
-    """Train ``spec`` as :func:`relulab.bench.trainer.run_trial` does and measure its dead
-    units and sparsity on the training set before training and after every epoch.
+    """Train ``spec`` with :func:`relulab.bench.trainer.run_trial` (so the weights are the
+    bench trial's, bit for bit) and measure its dead units and sparsity on the training set
+    before training and after every epoch, through the trainer's per-epoch hook."""
+    data = spec.task.data()
+    rows: list[list[dict]] = []
+    before: list[float] = []
+    trained: list[nn.Module] = []
 
-    The recipe is the bench's, step for step: the task's model and data, :func:`paired_init`
-    from the seed, Adam on the task's schedule, the seed's batch order, the same thread count
-    and deterministic kernels, and the same draws from torch's generator (measuring draws
-    none), so the trained weights are bit-identical to the bench trial's.
-    """
-    # The bench's loop, repeated here because run_trial offers no per-epoch hook; keep the two
-    # in step (tests/test_geometry_dead_units.py checks the weights are identical).
-    with trainer._repeatable(spec.threads, spec.seed):
-        data = spec.task.data()
-        model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
-        paired_init(model, spec.seed)
-        schedule = spec.task.schedule(spec.epochs, spec.batch_size, spec.learning_rate)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=schedule.learning_rate, weight_decay=schedule.weight_decay
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
-        order = torch.Generator().manual_seed(spec.seed)
-        # run_trial measures this before training; its forward pass may draw random numbers
-        trainer.saved_bytes_per_step(
-            model, data.x_train[: spec.batch_size], data.y_train[: spec.batch_size]
-        )
+    def measure(epoch: int, model: nn.Module) -> None:
+        with torch.no_grad():
+            rows.append(activation_statistics(model, data.x_train))
+            if epoch == 0:  # the bench scores the epochs only
+                logits = model(data.x_test)
+                before.append(spec.task.score(torch.softmax(logits.double(), 1), data.y_test))
+        trained[:] = [model]
+        if progress:
+            progress(f"epoch {epoch}/{spec.epochs}")
 
-        def score() -> float:
-            with torch.random.fork_rng(devices=[]):  # the bench scores the epochs, not epoch 0
-                return spec.task.score(trainer._evaluate(model, data)[1], data.y_test)
-
-        scores = [score()]
-        diverged_at = None
-
-        def one_epoch(epoch: int) -> bool:
-            nonlocal diverged_at
-            model.train()
-            batches = torch.randperm(len(data.y_train), generator=order).split(spec.batch_size)
-            for batch in batches:
-                loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
-                loss = loss + trainer._auxiliary_loss(model)
-                if not torch.isfinite(loss):
-                    diverged_at = epoch
-                    return False
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-            _, probabilities = trainer._evaluate(model, data)
-            scores.append(spec.task.score(probabilities, data.y_test))
-            return True
-
-        history = dead_unit_history(model, data.x_train, one_epoch, spec.epochs, progress)
-    return TrackedTrial(spec, history, scores, diverged_at, model)
+    outcome = run_trial(spec, on_epoch=measure)
+    scores = before + [epoch["test_score"] for epoch in outcome.epochs]
+    diverged = outcome.result["diverged_at_epoch"]
+    return TrackedTrial(spec, _history(rows, trained[0]), scores, diverged, trained[0])
