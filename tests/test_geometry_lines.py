@@ -100,3 +100,26 @@ def test_bad_segment():
     net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
     with pytest.raises(UserError, match="same point"):
         breakpoints(net, torch.zeros(2), torch.zeros(2))
+
+
+def test_relulab_modules_that_flatten_the_batch_count_every_unit():
+    # relulab's activation modules run on the batch flattened to one dimension: each of
+    # their units must still be a unit of the site, or breakpoints would see only the first.
+    import relulab
+
+    torch.manual_seed(3)
+    act = relulab.get_activation
+    net = nn.Sequential(
+        nn.Linear(2, 12), act("relu"), nn.Linear(12, 12), act("relu"), nn.Linear(12, 2)
+    ).double()  # fmt: skip
+    a, b = torch.tensor([-2.0, -1.0]), torch.tensor([2.0, 1.5])
+    pieces = breakpoints(net, a, b)
+    assert [site.units for site in pieces.sites] == [12, 12]
+    u = torch.linspace(0, 1, 40001, dtype=torch.float64)
+    with torch.no_grad():
+        x = a.double() + u[:, None] * (b - a).double()
+        h1 = net[0](x)
+        h2 = net[2](torch.relu(h1))
+    pattern = torch.cat([h1 > 0, h2 > 0], 1)
+    changes = (pattern[1:] != pattern[:-1]).any(1).sum()
+    assert pieces.count == int(changes) + 1

@@ -243,6 +243,7 @@ class _Mode(TorchFunctionMode):
         super().__init__()
         self.patterns, self.stop, self.sites = patterns, stop, sites
         self.recording = sites is None
+        self.batch = 1
         self.found: list[Site] = []
         self.derived: dict[int, Tensor] = {}  # id -> tensor (kept alive so ids stay unique)
         self.stack: list[str] = []
@@ -382,7 +383,8 @@ class _Mode(TorchFunctionMode):
 
     def _site(self, func, args, kwargs, kind, breaks, slopes, consts):
         pre = args[0] if args else kwargs["input"]
-        site = Site(self._name(func), kind, pre[0].numel(), breaks)
+        # per sample: an activation may run on the batch flattened (relulab's own modules do)
+        site = Site(self._name(func), kind, pre.numel() // self.batch, breaks)
         index = self._enter(site)
         if index == self.stop:
             raise _Stop(pre)
@@ -510,6 +512,7 @@ def run(
         ``(B, out)``) and the sites met.
     """
     mode = _Mode(model, patterns, stop, sites)
+    mode.batch = len(inputs)
     mode.mark(inputs)
     handles = _hooks(model, mode)
     try:
