@@ -23,14 +23,24 @@ from collections.abc import Sequence
 import torch
 
 import relulab
-from relulab.cli import bench, listing, plot, regions, show, speed
+from relulab.cli import (
+    bench,
+    codes,
+    dead_units,
+    listing,
+    overconfidence,
+    plot,
+    regions,
+    show,
+    speed,
+)
 from relulab.errors import UserError
 from relulab.optional import MissingDependencyError
 
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE, like other Unix tools in a pipeline
-COMMANDS = (bench, listing, show, plot, speed, regions)
+COMMANDS = (bench, listing, show, plot, speed, regions, codes, overconfidence, dead_units)
 # Library messages point to the Python API; at the command line, point to the command.
 CLI_WORDING = {"relulab.list_activations()": "'relulab list'"}
 

@@ -36,7 +36,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "run_dir", nargs="?", metavar="RUN", help="a run directory made with --save-models"
     )
-    parser.add_argument("trial", nargs="?", help="a trial of it, e.g. digits-relu-s0")
+    parser.add_argument(
+        "trial", nargs="?", metavar="TRIAL", help="a trial of it, e.g. digits-relu-s0"
+    )
     own = parser.add_argument_group("or your own model")
     own.add_argument("--checkpoint", metavar="PT", help="a state dict saved with torch.save")
     own.add_argument(
