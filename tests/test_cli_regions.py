@@ -52,3 +52,22 @@ def test_wrong_inputs_are_one_line(run, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("relulab regions: error: give a run directory and one of its trials")
     assert err[-1].startswith("relulab regions: error: --through 99999: the test set has")
+
+
+def test_benchmark_prints_the_ratio_and_its_json_records_the_environment(monkeypatch, capsys):
+    import functools
+
+    import relulab.geometry
+    from relulab.geometry.benchmark import benchmark
+
+    small = functools.partial(
+        benchmark, depth=1, width=4, grid=64, repeats=1, others=((1, 3),), cnn_channels=1
+    )
+    monkeypatch.setattr(relulab.geometry, "benchmark", small)
+    assert main(["regions", "--benchmark"]) == 0
+    text = capsys.readouterr().out
+    assert "exact partition" in text and "1x3 MLP" in text and "residual CNN (1 ch)" in text
+    assert main(["regions", "--benchmark", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ratio"] == result["probe_s"] / result["partition_s"]
+    assert result["versions"]["torch"] and "git" in result

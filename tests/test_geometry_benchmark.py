@@ -12,7 +12,14 @@ from relulab.geometry.benchmark import benchmark, grid_patterns, mlp, pack
 
 def test_benchmark_runs_and_probe_patterns_are_a_subset_of_the_partition():
     result = benchmark(
-        depth=2, width=6, grid=96, repeats=1, others=((1, 4),), batch=1000, keep_patterns=True
+        depth=2,
+        width=6,
+        grid=96,
+        repeats=1,
+        others=((1, 4),),
+        batch=1000,
+        keep_patterns=True,
+        cnn_channels=1,
     )
     probe = {tuple(row) for row in result["probe_codes"].tolist()}
     exact = {tuple(row) for row in result["partition_codes"].tolist()}
@@ -20,9 +27,11 @@ def test_benchmark_runs_and_probe_patterns_are_a_subset_of_the_partition():
     assert result["probe_patterns"] == len(probe) > 1
     assert result["regions"] == len(exact)  # one pattern per region for a plain ReLU MLP
     assert result["ratio"] == result["probe_s"] / result["partition_s"]
-    other = result["others"][0]
-    assert (other["depth"], other["width"]) == (1, 4)
-    assert other["regions_per_s"] == other["regions"] / other["partition_s"]
+    other, cnn = result["others"]
+    assert (other["net"], other["depth"], other["width"]) == ("1x4 MLP", 1, 4)
+    assert cnn["net"].startswith("residual CNN (1 ch)") and cnn["regions"] > 1
+    for entry in (other, cnn):
+        assert entry["regions_per_s"] == entry["regions"] / entry["partition_s"]
 
 
 def test_grid_patterns_match_a_numpy_forward_pass():

@@ -33,33 +33,38 @@ def add_parser(subparsers) -> None:
     parser.add_argument("-o", "--output", help="PNG of the regions (needs the plot extra)")
     parser.add_argument("--json", action="store_true", help="print the polygons as JSON")
     parser.add_argument(
-        "--benchmark", action="store_true", help="time the exact partition against a grid probe"
+        "--benchmark",
+        action="store_true",
+        help="time the exact partition against a grid probe (with --json: as JSON)",
     )
     parser.set_defaults(run=run)
 
 
-def _benchmark() -> int:
+def _benchmark(as_json: bool) -> int:
+    from relulab.bench.rundir import environment
     from relulab.geometry import benchmark
 
     print("timing a 4x64 ReLU MLP on [-2, 2]^2 (float64) ...", file=sys.stderr, flush=True)
     result = benchmark()
+    if as_json:
+        print_json({**result, "command": "relulab regions --benchmark --json", **environment()})
+        return 0
     print(
         f"exact partition {result['partition_s']:.3f} s ({result['regions']:,} regions), "
         f"1024x1024 grid probe {result['probe_s']:.3f} s ({result['probe_patterns']:,} "
         f"patterns): {result['ratio']:.1f}x"
     )
     rows = [
-        [f"{o['depth']}x{o['width']}", f"{o['regions']:,}", f"{o['partition_s']:.3f}",
-         f"{o['regions_per_s']:,.0f}"]
+        [o["net"], f"{o['regions']:,}", f"{o['partition_s']:.3f}", f"{o['regions_per_s']:,.0f}"]
         for o in result["others"]
-    ]  # fmt: skip
-    print(format_table(["MLP", "regions", "seconds", "regions/s"], rows))
+    ]
+    print(format_table(["net", "regions", "seconds", "regions/s"], rows))
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     if args.benchmark:
-        return _benchmark()
+        return _benchmark(args.json)
     import torch
 
     from relulab.geometry import Plane, partition

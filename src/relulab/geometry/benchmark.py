@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from relulab.errors import UserError
-from relulab.geometry.partition import partition
+from relulab.geometry.partition import Plane, partition
 
 
 def mlp(depth: int, width: int, seed: int = 0, inputs: int = 2, outputs: int = 2) -> nn.Module:
@@ -41,6 +41,39 @@ def mlp(depth: int, width: int, seed: int = 0, inputs: int = 2, outputs: int = 2
         return nn.Sequential(*layers).to(torch.float64).eval()
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+class ResidualCNN(nn.Module):
+    """A small residual CNN for 8x8 images: a 3x3 convolution stem, one residual block of two
+    3x3 convolutions (ReLU after the addition), 2x2 average pooling and a linear head."""
+
+    def __init__(self, channels: int = 4, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+        self.head = nn.Linear(channels * 16, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.stem(x.reshape(-1, 1, 8, 8)))
+        h = torch.relu(h + self.conv2(torch.relu(self.conv1(h))))
+        return self.head(self.pool(h).flatten(1))
+
+
+def residual_cnn_on_digits(channels: int = 4, seed: int = 0) -> tuple[nn.Module, Plane]:
+    """A float64 :class:`ResidualCNN` (torch's default init from ``seed``) and the plane
+    through the first three test images of the bench's digits task."""
+    from relulab.bench.tasks import get_task
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = ResidualCNN(channels).to(torch.float64).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    images = get_task("digits").data().x_test[:3].to(torch.float64)
+    return model, Plane.through(*images)
 
 
 def pack(states: Tensor) -> Tensor:
@@ -95,6 +128,7 @@ def benchmark(
     half_width: float = 2.0,
     batch: int = 2**16,
     keep_patterns: bool = False,
+    cnn_channels: int | None = 4,
 ) -> dict:
     """Time the exact partition of a ``depth x width`` ReLU MLP on ``[-h, h]^2`` against a
     ``grid x grid`` probe that collects its distinct activation patterns.
@@ -108,12 +142,14 @@ def benchmark(
         half_width: ``h``, the domain is the square ``[-h, h]^2``.
         batch: probe points per forward pass.
         keep_patterns: also return both pattern sets, packed by :func:`pack`.
+        cnn_channels: also time :func:`residual_cnn_on_digits` with this many channels on
+            the plane through three digits images (None: skip it).
 
     Returns:
         A dict: ``partition_s``, ``probe_s``, ``ratio`` (probe time / partition time),
         ``regions``, ``probe_patterns`` (distinct patterns the probe saw), ``regions_per_s``,
-        ``others`` (one dict per extra net: ``depth``, ``width``, ``regions``,
-        ``partition_s``, ``regions_per_s``), and with ``keep_patterns`` the tensors
+        ``others`` (one dict per extra net: ``net`` (its name), ``regions``, ``partition_s``,
+        ``regions_per_s``; ``depth`` and ``width`` for MLPs), and with ``keep_patterns`` the tensors
         ``partition_codes`` and ``probe_codes``.
     """
     if repeats < 1 or grid < 2 or batch < 1:
@@ -145,14 +181,18 @@ def benchmark(
     if keep_patterns:
         result["partition_codes"] = torch.unique(pack(part.pattern_matrix), dim=0)
         result["probe_codes"] = codes
-    for d, w in others:
-        other = mlp(d, w, seed)
-        timed = [_timed(partition, other, square) for _ in range(repeats)]
+    nets = [(f"{d}x{w} MLP", mlp(d, w, seed), square, {"depth": d, "width": w}) for d, w in others]
+    if cnn_channels:
+        cnn, plane = residual_cnn_on_digits(cnn_channels, seed)
+        name = f"residual CNN ({cnn_channels} ch), digits plane"
+        nets.append((name, cnn, plane, {"channels": cnn_channels}))
+    for name, other, domain, shape in nets:
+        timed = [_timed(partition, other, domain) for _ in range(repeats)]
         seconds, found = statistics.median(t for t, _ in timed), timed[-1][1]
         result["others"].append(
             {
-                "depth": d,
-                "width": w,
+                "net": name,
+                **shape,
                 "regions": found.count,
                 "partition_s": seconds,
                 "regions_per_s": found.count / seconds,
