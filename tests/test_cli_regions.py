@@ -71,3 +71,9 @@ def test_benchmark_prints_the_ratio_and_its_json_records_the_environment(monkeyp
     result = json.loads(capsys.readouterr().out)
     assert result["ratio"] == result["probe_s"] / result["partition_s"]
     assert result["versions"]["torch"] and "git" in result
+
+
+def test_too_many_regions_is_one_line(run, capsys):
+    assert main(["regions", str(run), "spirals-relu-s0", "--max-regions", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("relulab regions: error: partition: more than 3 linear regions")

@@ -297,3 +297,13 @@ def test_training_batchnorm_is_refused():
     net = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).train()
     with pytest.raises(UserError, match="eval"):
         partition(net, SQUARE)
+
+
+def test_a_region_limit_stops_early_with_a_clear_error_and_progress_is_reported():
+    net = mlp(nn.ReLU(), seed=3)
+    lines = []
+    full = partition(net, SQUARE, progress=lines.append)
+    assert lines and lines[-1].startswith("site 2/2") and f"{full.count:,} regions" in lines[-1]
+    with pytest.raises(UserError, match=f"more than {full.count - 1:,} linear regions"):
+        partition(net, SQUARE, max_regions=full.count - 1)
+    assert partition(net, SQUARE, max_regions=full.count).count == full.count

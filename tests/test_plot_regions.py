@@ -29,3 +29,18 @@ def test_every_region_is_one_polygon_and_every_boundary_segment_one_line(tmp_pat
     assert axis.collections[2].get_offsets().shape == (40, 2)
     assert axis.get_xlim() == (-2.0, 2.0) and str(result.count) in axis.get_title()
     read_png(plot_regions(result, tmp_path / "regions"), figure)
+
+
+def test_a_few_points_carry_their_notes_inside_the_axes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
+    square = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    points = np.array([[-0.9, -0.9], [0.9, 0.9]])
+    figure = regions_figure(
+        partition(model, square), points, np.array([0, 1]), notes=["low left", "up right"]
+    )
+    texts = {t.get_text(): t for t in figure.axes[0].texts}
+    assert set(texts) == {"low left", "up right"}
+    # written towards the middle: right of the left point, left of the right one
+    assert texts["low left"].get_horizontalalignment() == "left"
+    assert texts["up right"].get_horizontalalignment() == "right"

@@ -30,6 +30,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--through", type=int, nargs=3, metavar="I", help="test examples the plane goes through"
     )
+    parser.add_argument(
+        "--max-regions",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="stop with an error past N regions, before memory runs out (default 1,000,000)",
+    )
     parser.add_argument("-o", "--output", help="PNG of the regions (needs the plot extra)")
     parser.add_argument("--json", action="store_true", help="print the polygons as JSON")
     parser.add_argument(
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         margin = 0.1 * (high - low)
         (x0, y0), (x1, y1) = (low - margin).tolist(), (high + margin).tolist()
         domain = torch.tensor([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=torch.float64)
-        points, labels = x.numpy(), y.numpy()
+        points, labels, notes = x.numpy(), y.numpy(), None
     else:
         indices = args.through or _three_classes(y)
         for index in indices:
@@ -92,9 +99,29 @@ def run(args: argparse.Namespace) -> int:
         offsets = (x[list(indices)] - domain.origin).flatten(1)
         points = torch.stack([offsets @ domain.d1.flatten(), offsets @ domain.d2.flatten()], 1)
         points, labels = points.numpy(), y[list(indices)].numpy()
+        with torch.no_grad():
+            predicted = model(x[list(indices)]).argmax(1).tolist()
+        notes = [
+            f"test #{i}: {label}" + ("" if label == guess else f" (model: {guess})")
+            for i, label, guess in zip(indices, labels.tolist(), predicted)
+        ]
     print(f"partitioning {source.name} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    result = partition(model, domain)
+    shown = [start]
+
+    def progress(line: str) -> None:  # at most once a second, after the first second
+        now = time.perf_counter()
+        if now - shown[0] >= 1.0:
+            shown[0] = now
+            print(f"  {line} ({now - start:.0f} s)", file=sys.stderr, flush=True)
+
+    try:
+        result = partition(model, domain, progress=progress, max_regions=args.max_regions)
+    except MemoryError as error:
+        raise UserError(
+            f"out of memory partitioning {source.name}; lower --max-regions "
+            f"(now {args.max_regions:,})"
+        ) from error
     seconds = time.perf_counter() - start
     summary = {
         "trial": source.name,
@@ -105,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         from relulab.plot.regions import plot_regions
 
-        summary["plot"] = str(plot_regions(result, args.output, points=points, labels=labels))
+        summary["plot"] = str(
+            plot_regions(result, args.output, points=points, labels=labels, notes=notes)
+        )
     if args.json:
         summary["polygons"] = [r.vertices.tolist() for r in result.regions]
         summary["boundary"] = result.boundary.tolist()

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -215,11 +216,11 @@ class _Regions:
         self.vertices, self.counts, self.origin = vertices, counts, origin
 
     def cut(self, rows: Tensor, lines: Tensor, bound: Tensor) -> None:
-        """Split regions ``rows`` by their lines (``lines`` indexed by origin).
+        """Split regions ``rows`` by their lines ``(n, 3)``, one per row.
 
         Vertex slots past a polygon's count are left stale (every reader masks them)."""
         vertices, counts = self.vertices[rows], self.counts[rows]
-        cut, _, v = polygons.split(vertices, counts, lines[self.origin[rows]], bound)
+        cut, _, v = polygons.split(vertices, counts, lines, bound)
         rows = rows[cut]
         new = len(rows)
         if new == 0:
@@ -338,26 +339,28 @@ class _Segments:
         with torch.no_grad():
             return tuple(part(x).shape[1:])
 
-    def _run(self, index: int, patterns: list[Tensor], stop: int | None) -> Tensor:
-        """Values of segment ``index`` (to its local site ``stop``, or its output) at every
-        region's cached rows, ``(R, 3, U)``."""
+    def _run(
+        self, index: int, patterns: list[Tensor], stop: int | None, part: slice = slice(None)
+    ) -> Tensor:
+        """Values of segment ``index`` (to its local site ``stop``, or its output) at the
+        cached rows of regions ``part`` (default: all), ``(R, 3, U)``."""
         first = self.first[index]
-        local = patterns[first : first + len(self.sites[index])]
-        R = self.rows.shape[0]
+        begin, end, _ = part.indices(self.rows.shape[0])
         pieces = []
-        for i in range(0, R, self.chunk):
-            rows = min(self.chunk, R - i)
+        for i in range(begin, end, self.chunk):
+            rows = min(self.chunk, end - i)
             inputs = self.rows[i : i + rows].reshape(rows * 3, *self.shapes[index])
             if stop is not None:  # the rows are used again: keep them from in-place calls
                 inputs = inputs.clone()
+            local = patterns[first : first + len(self.sites[index])]
             fixed = [p[i : i + rows].repeat_interleave(3, dim=0) for p in local]
             values, _ = run(self.parts[index], inputs, fixed, stop, self.sites[index])
             pieces.append(values.reshape(rows, 3, -1))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
-    def values(self, patterns: list[Tensor], stop: int | None) -> Tensor:
-        """Values at the basis points of site ``stop`` (None: the output), ``(R, 3, U)``,
-        given every region's patterns for the sites before it."""
+    def values(self, patterns: list[Tensor], stop: int | None, part: slice = slice(None)) -> Tensor:
+        """Values at the basis points of site ``stop`` (None: the output) for regions
+        ``part``, ``(R, 3, U)``, given every region's patterns for the sites before it."""
         target = len(self.parts) - 1
         if stop is not None:
             target = max(i for i in range(len(self.parts)) if self.first[i] <= stop)
@@ -365,7 +368,8 @@ class _Segments:
             out = self._run(self.current, patterns, None)
             self.current += 1
             self.rows = out.reshape(out.shape[0], 3, *self.shapes[self.current])
-        return self._run(target, patterns, None if stop is None else stop - self.first[target])
+        local = None if stop is None else stop - self.first[target]
+        return self._run(target, patterns, local, part)
 
     def keep(self, origin: Tensor) -> None:
         """The pieces after a site: piece ``i`` inherits region ``origin[i]``'s rows."""
@@ -433,6 +437,49 @@ def _max_crossings(
     return lines, crosses
 
 
+def _cut_group(
+    regions: _Regions,
+    first: int,
+    last: int,
+    slopes: Tensor,
+    offsets: Tensor,
+    site: Site,
+    bound: Tensor,
+) -> None:
+    """Cut parents ``first .. last - 1`` (and only them) by the site's breakpoint lines, or
+    into the cells of its max units; ``slopes``, ``offsets`` are theirs, ``(n, U * k, 2)``."""
+    vertices, counts = regions.vertices[first:last], regions.counts[first:last]
+    # A piece lies inside its region at the site's start, and the tolerance does not
+    # depend on the polygon (bound): a line that misses a region misses all its pieces.
+    if site.kind == "max":
+        plan = [_max_crossings(vertices, counts, slopes, offsets, site, bound)]
+        valid = site.windows >= 0
+    else:
+        plan = _crossings(vertices, counts, slopes, offsets, site.breaks, bound)
+    n = last - first
+    for lines, crosses in plan:
+        # Round j cuts the pieces of every parent by the j-th unit (in unit order) that
+        # crosses that parent: the same cuts, in the same order per parent, as one pass
+        # per unit, but the passes number the most crossings of one parent, not units.
+        parent, unit = torch.nonzero(crosses, as_tuple=True)
+        per_parent = crosses.sum(dim=1)
+        rank = torch.arange(len(parent)) - (per_parent.cumsum(0) - per_parent)[parent]
+        for j in range(int(per_parent.max()) if len(parent) else 0):
+            chosen = rank == j
+            which = torch.full((n,), -1, dtype=torch.long)
+            which[parent[chosen]] = unit[chosen]
+            local = regions.origin[: regions.size] - first  # parent of every piece, in group
+            mine = (local >= 0) & (local < n)
+            rows = torch.nonzero(mine).flatten()
+            rows = rows[which[local[rows]] >= 0]
+            unit_of = which[local[rows]]
+            here = lines[local[rows], unit_of]
+            if site.kind == "max":
+                regions.cut_max(rows, here, valid[unit_of], bound)
+            else:
+                regions.cut(rows, here, bound)
+
+
 def _boundary(vertices: Tensor, counts: Tensor, A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Segments where the top class changes, and their regions."""
     R, outputs = b.shape
@@ -469,7 +516,13 @@ def _boundary(vertices: Tensor, counts: Tensor, A: Tensor, b: Tensor) -> tuple[T
     return torch.cat(segments), torch.cat(owners)
 
 
-def partition(model: nn.Module, domain: Tensor | Plane, chunk: int | None = None) -> Partition:
+def partition(
+    model: nn.Module,
+    domain: Tensor | Plane,
+    chunk: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    max_regions: int | None = 1_000_000,
+) -> Partition:
     """The exact linear regions of ``model`` on a 2-D slice, and its decision boundary.
 
     Args:
@@ -479,7 +532,11 @@ def partition(model: nn.Module, domain: Tensor | Plane, chunk: int | None = None
             on a float64 copy; the model itself is not changed.
         domain: polygon vertices ``(n, 2)`` (convex; a rectangle is four vertices) when the
             model's input is 2-D, or a :class:`Plane` in any input space.
-        chunk: regions per forward pass (default: about 4M input numbers per pass).
+        chunk: regions per forward pass (default: about 4M numbers in the widest layer).
+        progress: called with a line of text as each group of regions is cut.
+        max_regions: stop with a :class:`~relulab.errors.UserError` once the slice has more
+            regions than this (each costs about a kilobyte per 100 units and input
+            numbers); None: no limit.
 
     Returns:
         A :class:`Partition`.
@@ -503,8 +560,6 @@ def partition(model: nn.Module, domain: Tensor | Plane, chunk: int | None = None
     if float(polygons.area(vertices, counts)[0]) <= 0:
         raise UserError("partition: the domain polygon has zero area")
     bound = polygon.abs().amax(dim=0)  # for the tolerance's scale (polygons.snapped)
-    if chunk is None:
-        chunk = max(1, 2**22 // (3 * basis[0].numel()))
 
     try:
         _, sites = run(model, basis)
@@ -513,48 +568,49 @@ def partition(model: nn.Module, domain: Tensor | Plane, chunk: int | None = None
             f"partition: the model does not accept inputs of shape "
             f"{tuple(basis.shape[1:])}: {error}"
         ) from error
+    if chunk is None:  # about 4M numbers in the widest layer (input or site) per pass
+        widest = max([basis[0].numel()] + [site.units * site.window for site in sites])
+        chunk = max(1, 2**22 // (3 * widest))
     patterns: list[Tensor] = []
     regions = _Regions(vertices, counts)
     segments = _Segments(model, basis, sites, chunk)
     for k, site in enumerate(sites):
-        slopes, offsets = _affine(segments.values(patterns, k))
         regions.restart()
-        # A piece lies inside its region at the site's start, and the tolerance does not
-        # depend on the polygon (bound): a line that misses a region misses all its pieces.
-        if site.kind == "max":
-            lines, crosses = _max_crossings(
-                regions.vertices, regions.counts, slopes, offsets, site, bound
-            )
-            valid = site.windows >= 0
-            plan = [(lines, crosses)]
-        else:
-            plan = _crossings(regions.vertices, regions.counts, slopes, offsets, site.breaks, bound)
-        for lines, crosses in plan:
-            # Round j cuts the pieces of every parent by the j-th unit (in unit order) that
-            # crosses that parent: the same cuts, in the same order per parent, as one pass
-            # per unit, but the passes number the most crossings of one parent, not units.
-            parent, unit = torch.nonzero(crosses, as_tuple=True)
-            per_parent = crosses.sum(dim=1)
-            rank = torch.arange(len(parent)) - (per_parent.cumsum(0) - per_parent)[parent]
-            for j in range(int(per_parent.max()) if len(parent) else 0):
-                chosen = rank == j
-                which = torch.full((len(crosses),), -1, dtype=torch.long)
-                which[parent[chosen]] = unit[chosen]
-                rows = torch.nonzero(which[regions.origin[: regions.size]] >= 0).flatten()
-                here = lines[torch.arange(len(crosses)), which.clamp(min=0)]
-                if site.kind == "max":
-                    mine = which[regions.origin[rows]]
-                    regions.cut_max(rows, here[regions.origin[rows]], valid[mine], bound)
-                else:
-                    regions.cut(rows, here, bound)
+        parents = regions.size
+        # Parents are processed in groups, so that memory holds one group's affine maps
+        # (3 x units numbers per region) rather than every region's.
+        group = max(1, 2**23 // (3 * site.units * site.window))
+        state = torch.zeros(0, site.units, dtype=torch.int8)
+        for first in range(0, parents, group):
+            last = min(first + group, parents)
+            added = regions.size
+            slopes, offsets = _affine(segments.values(patterns, k, slice(first, last)))
+            _cut_group(regions, first, last, slopes, offsets, site, bound)
+            # the group's pieces: its parents' rows (now the first pieces) and those added
+            rows = torch.cat([torch.arange(first, last), torch.arange(added, regions.size)])
+            vertices, counts = regions.vertices[rows], regions.counts[rows]
+            centre = polygons.centroid(vertices, counts)
+            tilted = slopes[regions.origin[rows] - first]
+            pre = tilted[..., 0] * centre[:, None, 0] + tilted[..., 1] * centre[:, None, 1]
+            pre = pre + offsets[regions.origin[rows] - first]
+            found = states(pre, site)
+            if len(state) < regions.size:
+                grown = torch.zeros(regions.size, site.units, dtype=found.dtype)
+                grown[: len(state)] = state
+                state = grown
+            state[rows] = found
+            if progress:
+                progress(f"site {k + 1}/{len(sites)} ({site.name}): {regions.size:,} regions")
+            if max_regions is not None and regions.size > max_regions:
+                raise UserError(
+                    f"partition: more than {max_regions:,} linear regions ({regions.size:,}) "
+                    f"by site {k + 1} of {len(sites)} ({site.name}); slice a smaller domain, "
+                    "or raise max_regions if memory allows"
+                )
         regions.vertices = regions.vertices[: regions.size]
         regions.counts = regions.counts[: regions.size]
         origin = regions.origin[: regions.size]
-        centre = polygons.centroid(regions.vertices, regions.counts)
-        tilted = slopes[origin]
-        pre = tilted[..., 0] * centre[:, None, 0] + tilted[..., 1] * centre[:, None, 1]
-        pre = pre + offsets[origin]
-        patterns = [p[origin] for p in patterns] + [states(pre, site)]
+        patterns = [p[origin] for p in patterns] + [state[: regions.size]]
         segments.keep(origin)
     regions.restart()
     counts = regions.counts

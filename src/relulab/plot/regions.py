@@ -16,10 +16,12 @@ def regions_figure(
     labels: np.ndarray | None = None,
     *,
     title: str = "",
+    notes: list[str] | None = None,
 ) -> Any:
     """The polygons of :class:`relulab.geometry.Partition`, each filled in a colour of its own
     (a fixed shuffle of a qualitative map, so neighbours rarely share one), the decision
-    boundary in black and, if given, the data points in slice coordinates coloured by label.
+    boundary in black and, if given, the data points in slice coordinates coloured by label,
+    each with its note written beside it (e.g. its label and the model's prediction).
     """
     from matplotlib import colormaps
     from matplotlib.collections import LineCollection, PolyCollection
@@ -42,10 +44,20 @@ def regions_figure(
     if len(segments):
         axis.add_collection(LineCollection(segments, colors="black", linewidths=1.4))
     if points is not None:
+        few = len(points) <= 10  # e.g. the three examples a plane goes through: make them stand out
         axis.scatter(
-            points[:, 0], points[:, 1], c=labels, cmap="viridis", s=16,
-            edgecolors="black", linewidths=0.6, zorder=3,
+            points[:, 0], points[:, 1], c=labels, cmap="viridis", s=70 if few else 16,
+            edgecolors="white" if few else "black", linewidths=1.5 if few else 0.6, zorder=3,
         )  # fmt: skip
+        middle = partition.domain.numpy().mean(axis=0)
+        for (x, y), note in zip(points, notes or []):
+            right, top = x > middle[0], y > middle[1]  # write towards the middle, not off the axes
+            axis.annotate(
+                note, (x, y), xytext=(-8 if right else 8, -8 if top else 8),
+                textcoords="offset points", ha="right" if right else "left",
+                va="top" if top else "bottom", fontsize=10, zorder=4,
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.85},
+            )  # fmt: skip
     domain = partition.domain.numpy()
     axis.set_xlim(domain[:, 0].min(), domain[:, 0].max())
     axis.set_ylim(domain[:, 1].min(), domain[:, 1].max())
