@@ -217,6 +217,27 @@ def speed_met(path: Path) -> str:
     return f"{met} of {len(rows)}"
 
 
+def geometry_benchmark(path: Path) -> str:
+    """The exact partition against the grid probe, and regions/s of the other nets."""
+    result = _json(path)
+    grid = result["grid"]
+    lines = [
+        f"| net | regions | exact partition | {grid}×{grid} grid probe | probe ÷ exact | "
+        "regions/s |",
+        "|---|---|---|---|---|---|",
+        f"| {result['depth']}x{result['width']} MLP, [−2, 2]² | {result['regions']:,} | "
+        f"{result['partition_s']:.3f} s | {result['probe_s']:.2f} s "
+        f"({result['probe_patterns']:,} patterns) | **{result['ratio']:.1f}×** | "
+        f"{result['regions_per_s']:,.0f} |",
+    ]
+    for other in result["others"]:
+        lines.append(
+            f"| {other['net']} | {other['regions']:,} | {other['partition_s']:.3f} s | | | "
+            f"{other['regions_per_s']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def speed_machine(path: Path) -> str:
     return _json(path)["machine"]
 
@@ -241,6 +262,8 @@ def replace_spans(text: str, root: Path = ROOT) -> str:
             body = "\n\n" + speed_targets(run) + "\n\n"
         elif kind == "speed-training":
             body = "\n\n" + speed_training(run) + "\n\n"
+        elif kind == "geometry-benchmark":
+            body = "\n\n" + geometry_benchmark(run) + "\n\n"
         else:
             raise SystemExit(f"unknown README span kind {kind!r}")
         return opening + body + closing
