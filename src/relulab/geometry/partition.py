@@ -447,7 +447,9 @@ def _cut_group(
     bound: Tensor,
 ) -> None:
     """Cut parents ``first .. last - 1`` (and only them) by the site's breakpoint lines, or
-    into the cells of its max units; ``slopes``, ``offsets`` are theirs, ``(n, U * k, 2)``."""
+    into the cells of its max units; ``slopes``, ``offsets`` are theirs, ``(n, U * k, 2)``.
+    Their pieces are appended from row ``regions.size`` on (no other group's pieces follow)."""
+    added = regions.size
     vertices, counts = regions.vertices[first:last], regions.counts[first:last]
     # A piece lies inside its region at the site's start, and the tolerance does not
     # depend on the polygon (bound): a line that misses a region misses all its pieces.
@@ -468,12 +470,12 @@ def _cut_group(
             chosen = rank == j
             which = torch.full((n,), -1, dtype=torch.long)
             which[parent[chosen]] = unit[chosen]
-            local = regions.origin[: regions.size] - first  # parent of every piece, in group
-            mine = (local >= 0) & (local < n)
-            rows = torch.nonzero(mine).flatten()
-            rows = rows[which[local[rows]] >= 0]
-            unit_of = which[local[rows]]
-            here = lines[local[rows], unit_of]
+            # the group's pieces: its parents' rows and the rows added since it began
+            rows = torch.cat([torch.arange(first, last), torch.arange(added, regions.size)])
+            local = regions.origin[rows] - first
+            rows, local = rows[which[local] >= 0], local[which[local] >= 0]
+            unit_of = which[local]
+            here = lines[local, unit_of]
             if site.kind == "max":
                 regions.cut_max(rows, here, valid[unit_of], bound)
             else:
