@@ -15,6 +15,7 @@ import torch
 from relulab import plot, speed
 from relulab.cli import main
 from relulab.cli import speed as speed_command
+from relulab.cli.output import check_png_output
 from relulab.kernels import compilation
 from relulab.plot.figure import png_path
 
@@ -303,10 +304,10 @@ def test_plot_problems_are_found_before_the_run(capsys, monkeypatch, tmp_path, u
 
 
 def test_checking_the_plot_path_leaves_no_file_and_changes_none(tmp_path):
-    speed_command._check_plot(str(tmp_path / "new"))
+    check_png_output(str(tmp_path / "new"))
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "old.png").write_bytes(b"old figure")
-    speed_command._check_plot(str(tmp_path / "old.png"))
+    check_png_output(str(tmp_path / "old.png"))
     assert (tmp_path / "old.png").read_bytes() == b"old figure"
 
 

@@ -1,11 +1,14 @@
-"""Plain-text tables and JSON output shared by the subcommands."""
+"""Plain-text tables, JSON and checked PNG paths shared by the subcommands."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from relulab.errors import UserError
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -28,3 +31,30 @@ def mark(flag: bool) -> str:
 
 def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def check_png_output(path: str, option: str = "-o") -> None:
+    """Before any long work: matplotlib is there and the PNG ``path`` names can be written
+    (its folder exists, it is not a folder, and it opens for writing)."""
+    from relulab.optional import require
+    from relulab.plot.figure import png_path
+
+    if not Path(path).name:
+        raise UserError(f"{option} must name a file, got {path!r}")
+    require("matplotlib", extra="plot", purpose=option)
+    target = png_path(path)
+    if target.is_dir():
+        raise UserError(f"cannot write {target}: it is a directory; try {target / 'plot.png'}")
+    if not target.parent.is_dir():
+        problem = "is not a directory" if target.parent.exists() else "does not exist"
+        raise UserError(f"cannot write {target}: {str(target.parent)!r} {problem}")
+    # Opening it is the one exact test (permissions, a read-only file system, root's rights);
+    # appending leaves a file that is there unchanged, and one made here goes again.
+    existed = target.exists()
+    try:
+        with open(target, "ab"):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
+    if not existed:
+        target.unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from relulab.cli.output import format_table, print_json
+from relulab.cli.output import check_png_output, format_table, print_json
 from relulab.errors import UserError
 from relulab.registry import activation_info, registered
 
@@ -199,32 +199,6 @@ def _plot(result: dict, path: str) -> str:
         raise UserError(f"cannot write {error.filename}: {error.strerror or error}") from None
 
 
-def _check_plot(path: str) -> None:
-    """Before a run of minutes: matplotlib is there and the PNG can be written."""
-    from relulab.optional import require
-    from relulab.plot.figure import png_path
-
-    if not Path(path).name:
-        raise UserError(f"--plot must name a file, got {path!r}")
-    require("matplotlib", extra="plot", purpose="--plot")
-    target = png_path(path)
-    if target.is_dir():
-        raise UserError(f"cannot write {target}: it is a directory; try {target / 'speed.png'}")
-    if not target.parent.is_dir():
-        problem = "is not a directory" if target.parent.exists() else "does not exist"
-        raise UserError(f"cannot write {target}: {str(target.parent)!r} {problem}")
-    # Opening it is the one exact test (permissions, a read-only file system, root's rights);
-    # appending leaves a file that is there unchanged, and one made here goes again.
-    existed = target.exists()
-    try:
-        with open(target, "ab"):
-            pass
-    except OSError as error:
-        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
-    if not existed:
-        target.unlink(missing_ok=True)
-
-
 def run(args: argparse.Namespace) -> int:
     from relulab import speed
     from relulab.plot.figure import png_path
@@ -233,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, option) < 1:
             raise UserError(f"--{option} must be at least 1, got {getattr(args, option)}")
     if args.plot is not None:
-        _check_plot(args.plot)
+        check_png_output(args.plot, option="--plot")
     names = args.names or [i.name for i in registered() if i.kernel is not None]
     quiet = args.json
 
