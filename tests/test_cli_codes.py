@@ -145,7 +145,7 @@ def test_wrong_inputs_are_one_line(run, tmp_path, capsys):
         ([], "give a run directory and one of its trials"),
         ([str(run), "digits-relu-s9"], f"{run}: no trial 'digits-relu-s9'"),
         ([str(run), TRIAL, "--k", "0"], "--k 0: give 1 to 1347"),
-        ([*own, "--task", "digits"], "relulab.geometry: unsupported call"),
+        ([*own, "--task", "digits"], "is not piecewise linear"),
     ]
     for argv, message in cases:
         assert main(["codes", *argv]) == 2

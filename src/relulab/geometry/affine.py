@@ -209,15 +209,19 @@ def _call_name(func: Any) -> str:
     return f"F.{name}" if module.endswith("functional") else f"torch.{name}"
 
 
-def _user_line() -> str:
-    """file:line of the innermost frame outside torch and relulab.geometry (the user's call)."""
-    here = os.path.dirname(__file__)
+def _user_line() -> str | None:
+    """file:line of the innermost frame of the model's own code (outside torch and relulab),
+    or None when the call comes from torch's or relulab's modules alone."""
+    package = os.path.dirname(os.path.dirname(__file__))
     torch_dir = os.path.dirname(torch.__file__)
     for frame in inspect.stack(context=0)[2:]:
         path = frame.filename
-        if not path.startswith((here, torch_dir)) and "contextlib" not in path:
-            return f"{os.path.basename(path)}:{frame.lineno}"
-    return "?"
+        if path == __file__ and frame.function == "run":
+            return None  # out of the model: what called the geometry is not the culprit
+        if path.startswith((package, torch_dir)) or "contextlib" in path:
+            continue
+        return f"{os.path.basename(path)}:{frame.lineno}"
+    return None
 
 
 def _number(value: Any) -> float | None:
@@ -258,8 +262,9 @@ class _Mode(TorchFunctionMode):
         return any(isinstance(v, Tensor) and id(v) in self.derived for v in tree_flatten(value)[0])
 
     def where(self, func: Any) -> str:
-        module = self.stack[-1] if self.stack else ""
-        return f"{_call_name(func)} in {module or 'the model'} ({_user_line()})"
+        module = self.stack[-1] if self.stack else "the model"
+        line = _user_line()
+        return f"{_call_name(func)} in {module}" + (f" ({line})" if line else "")
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -294,7 +299,7 @@ class _Mode(TorchFunctionMode):
             out = func(*args, **kwargs)
             if any(isinstance(v, Tensor) for v in tree_flatten(out)[0]):
                 raise UserError(
-                    f"relulab.geometry: unsupported call {self.where(func)}; supported are "
+                    f"relulab.geometry: {self.where(func)} is not piecewise linear; supported are "
                     "linear layers, convolutions, eval-mode BatchNorm, average pooling, "
                     "reshapes, additions, concatenations and relu, leaky_relu, prelu, relu6, "
                     "hardtanh, abs, clamp and 1-D/2-D max-pooling"
@@ -477,9 +482,7 @@ def _pool_windows(
 
 def _hooks(model: nn.Module, mode: _Mode) -> list[Any]:
     def enter(module: nn.Module, _inputs: Any) -> None:
-        mode.stack.append(
-            mode.names.get(module, type(module).__name__) + f" ({type(module).__name__})"
-        )
+        mode.stack.append(f"{mode.names.get(module) or 'model'} ({type(module).__name__})")
 
     def leave(module: nn.Module, _inputs: Any, _output: Any) -> None:
         mode.stack.pop()
