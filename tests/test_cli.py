@@ -107,7 +107,8 @@ def test_show_explains_required_arguments(capsys):
         (["plot", "relu", "--range", "2", "1"], "x range must be finite and increasing"),
         (["lsit"], "relulab: error: unknown command 'lsit'; did you mean 'list'?"),
         (["speed", "--model", "cnnn"], "unknown --model value 'cnnn'; did you mean 'cnn'?"),
-        (["list", "--bogus"], "unrecognized arguments: --bogus"),
+        (["list", "--bogus"], "relulab list: error: unrecognized arguments: --bogus"),
+        (["--bogus"], "relulab: error: unrecognized arguments: --bogus"),
         (
             ["plot", "relu", "-o", "/nonexistent-dir/x.png"],
             "relulab plot: error: cannot write /nonexistent-dir/x.png: No such file or directory",

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
         command.add_parser(subparsers)
+    parser.command_parsers = subparsers.choices  # name -> its parser, for its own errors
     return parser
 
 
@@ -137,7 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         try:
-            args = parser.parse_args(argv)
+            args, unknown = parser.parse_known_args(argv)
+            if unknown:  # named by the command they were given to, as its other errors are
+                where = parser.command_parsers.get(args.command, parser)
+                where.error(f"unrecognized arguments: {' '.join(unknown)}")
         finally:  # --help and --version print and exit in there; usage errors too
             sys.stdout.flush()
         if args.command is None:
