@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import numpy as np
@@ -120,8 +121,17 @@ def test_text_output_shows_the_same_numbers_and_progress_goes_to_stderr(printed)
     assert f"{result['distinct']:,} / 1,347" in text
     assert f"{result['redundancy_ratio']:.4f}" in text
     for key in ("net_accuracy", "knn_accuracy", "logistic_accuracy", "kmeans_test_accuracy"):
-        assert f"{100 * result[key]:5.1f}%" in text
+        assert f"{100 * result[key]:.1f}%" in text
     assert "activation codes of 1,347 training examples ..." in progress
+
+
+def test_every_value_of_the_text_output_starts_in_one_column(printed):
+    _, text, _ = printed
+    rows = text.splitlines()[1:]
+    assert len(rows) == 7
+    # a label is single-spaced, so the value starts after its first run of 2+ spaces
+    starts = {re.search(r"\S {2,}(?=\S)", row).end() for row in rows}
+    assert len(starts) == 1, rows
 
 
 FACTORY = """
@@ -145,10 +155,13 @@ def test_wrong_inputs_are_one_line(run, tmp_path, capsys):
         ([], "give a run directory and one of its trials"),
         ([str(run), "digits-relu-s9"], f"{run}: no trial 'digits-relu-s9'"),
         ([str(run), TRIAL, "--k", "0"], "--k 0: give 1 to 1347"),
+        ([str(run), TRIAL, "--seed", "-1"], "--seed -1: give 0 to 4294967295"),
+        ([str(run), TRIAL, "--seed", str(2**32)], f"--seed {2**32}: give 0 to 4294967295"),
         ([*own, "--task", "digits"], "is not piecewise linear"),
     ]
     for argv, message in cases:
         assert main(["codes", *argv]) == 2
         lines = capsys.readouterr().err.splitlines()
         errors = [line for line in lines if not line.endswith(" ...")]  # progress lines aside
-        assert len(errors) == 1 and errors[0].startswith(f"relulab codes: error: {message}")
+        assert len(errors) == 1 and errors[0].startswith("relulab codes: error: ")
+        assert message in errors[0]

@@ -93,7 +93,9 @@ def test_the_table_prints_each_layers_dead_percentage_and_na_for_gelu(states, ca
     for cells in (line.split() for line in lines[4:6]):
         assert cells[0] == "gelu" and cells[3:6] == ["n/a"] * 3 and cells[6].endswith("%")
     # progress on stderr, one line per (activation, rate) when stderr is not a terminal
-    assert captured.err.splitlines()[0].startswith("[1/2] digits relu lr 0.03: done, test")
+    # the test score in % as in the table, not as a fraction
+    score = lines[2].split()[-1]
+    assert captured.err.splitlines()[0] == f"[1/2] digits relu lr 0.03: done, test accuracy {score}"
 
 
 @pytest.mark.parametrize(
@@ -102,7 +104,9 @@ def test_the_table_prints_each_layers_dead_percentage_and_na_for_gelu(states, ca
         (["--task", "digit"], "unknown task 'digit'; did you mean 'digits'?"),
         (["--acts", "rleu"], "unknown activation 'rleu'; did you mean 'relu'?"),
         (["--epochs", "0"], "--epochs must be at least 1, got 0"),
-        (["--lr", "0"], "--learning-rate must be positive, got 0"),
+        (["--lr", "0"], "--learning-rate must be a finite number > 0, got 0"),
+        (["--lr", "inf"], "--learning-rate must be a finite number > 0, got inf"),
+        (["--lr", "0.01", "nan"], "--learning-rate must be a finite number > 0, got nan"),
         (["--task", "csv"], "--task csv: your own table runs under relulab bench --data only"),
     ],
 )
@@ -111,6 +115,30 @@ def test_wrong_inputs_are_one_line_and_exit_2(argv, message, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"relulab dead-units: error: {message}\n"
+
+
+def test_an_unwritable_plot_path_fails_before_any_training(tmp_path, capsys, monkeypatch):
+    import relulab.geometry.dead_units as tracking
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking -o")
+
+    monkeypatch.setattr(tracking, "track_trial", no_training)
+    target = tmp_path / "missing" / "dead.png"
+    assert main(["dead-units", "--acts", "relu", "--epochs", "1", "-o", str(target)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"relulab dead-units: error: cannot write {target}: {str(target.parent)!r} does not exist\n"
+    )
+
+
+def test_the_help_description_is_wrapped(capsys):
+    with pytest.raises(SystemExit):
+        main(["dead-units", "--help"])
+    out = capsys.readouterr().out
+    description = out.split("\n\n")[1]
+    assert description.startswith("Train a bench task's model")
+    assert max(len(line) for line in description.splitlines()) <= 88
 
 
 def test_a_diverged_run_keeps_the_epochs_it_finished(capsys):

@@ -19,7 +19,8 @@ from relulab.cli.overconfidence import ray_directions
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     options = ["--seeds", "1", "--epochs", "1", "--workers", "1", "--save-models", "--quiet"]
-    argv = ["bench", "--tasks", "digits", "--acts", "relu", "tanh", *options, "--out", str(out)]
+    tasks = ["--tasks", "digits", "spirals"]  # spirals: for mixing tasks, refused
+    argv = ["bench", *tasks, "--acts", "relu", "tanh", *options, "--out", str(out)]
     assert main(argv) == 0
     (directory,) = out.iterdir()
     return directory
@@ -50,13 +51,19 @@ def test_printed_numbers_are_the_softmax_of_the_float64_model(run, capsys):
             p = top_probability(run, trial["trial"], alpha)
             assert trial["directions"] == len(p) == 450
             assert trial["median_confidence"][j] == pytest.approx(np.median(p), rel=1e-12)
-            assert trial["p10_confidence"][j] == pytest.approx(np.quantile(p, 0.1), rel=1e-12)
+            quartiles = np.quantile(1 - p, [0.25, 0.5, 0.75])
+            assert trial["doubt_quartiles"][j] == pytest.approx(quartiles, rel=1e-6, abs=1e-15)
             assert trial["certain_fraction"][j] == np.mean(1 - p < 1e-12)
-    # the text table: 1 - median p at alpha = 30, the third column of its row
+    # the text table: the quartiles and median of 1 - p at alpha = 30, the plot's band and line
     assert main(["overconfidence", str(run), "digits-relu-s0", "--alphas", "1", "30"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == [
+        "alpha", "median", "p", "1", "-", "p:", "25th", "pct", "median", "75th", "pct", "certain"
+    ]  # fmt: skip
     (row,) = [line.split() for line in lines if line.startswith("30 ")]
-    assert row[2] == f"{1 - np.median(top_probability(run, 'digits-relu-s0', 30)):.1e}"
+    doubt = 1 - top_probability(run, "digits-relu-s0", 30)
+    expected = np.quantile(doubt, [0.25, 0.5, 0.75])
+    assert [float(cell) for cell in row[2:5]] == pytest.approx(expected, rel=0.06)
 
 
 def test_relu_becomes_certain_far_out_and_tanh_does_not(run, capsys):
@@ -108,6 +115,15 @@ def test_the_plot_is_written(run, capsys, tmp_path):
         (["digits-relu-s0", "digits-relu-s0"], "trial 'digits-relu-s0' is given twice"),
         (["digits-relu-s0", "--count", "451"], "--count 451: give 1 to 450"),
         (["digits-relu-s0", "--directions", "nois"], "unknown --directions value 'nois'"),
+        (
+            ["digits-relu-s0", "spirals-relu-s0", "digits-tanh-s0"],
+            "trials of 2 tasks (digits: digits-relu-s0 digits-tanh-s0; spirals: spirals-relu-s0):"
+            " compare one task per call",
+        ),
+        (
+            ["digits-relu-s0", "-o", "/no/such/folder/far.png"],
+            "cannot write /no/such/folder/far.png: '/no/such/folder' does not exist",
+        ),
     ],
 )
 def test_wrong_inputs_are_one_line(run, capsys, argv, message):

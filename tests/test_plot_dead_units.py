@@ -48,3 +48,31 @@ def test_each_run_is_a_line_per_layer_and_gelu_has_no_dead_line(tmp_path):
     assert labels[0] == "relu" and labels[1].startswith("gelu") and "n/a" in labels[1]
     assert labels[2:] == ["lr 0.001", "lr 0.01"]
     read_png(plot_dead_units(RUNS, tmp_path / "dead"), figure)
+
+
+def test_fractions_start_at_0_and_coinciding_lines_each_show_their_colour():
+    # leaky_relu and gelu: no dead fraction, sparsity 0 throughout; their lines coincide
+    flat = [[None, None]] * 3
+    runs = [RUNS[0], record("leaky_relu", 1e-3, flat, [[0.0, 0.0]] * 3), RUNS[2]]
+    figure = dead_units_figure(runs)
+    for axis in figure.axes[:4]:
+        assert axis.get_ylim()[0] == 0  # a fraction is never negative
+    sparsity_1 = figure.axes[2]
+    leaky, gelu = sparsity_1.lines[1], sparsity_1.lines[2]
+    np.testing.assert_array_equal(leaky.get_ydata(), gelu.get_ydata())  # the same line
+    for line in (leaky, gelu):
+        assert line.get_marker() not in ("None", "", " ", None)
+        assert not line.get_clip_on()  # the line at 0 is drawn whole on the axis' edge
+
+    def shown(line):  # the epochs where the line's marker is drawn
+        every = line.get_markevery()
+        return set(range(len(line.get_xdata()))[every[0] :: every[1]])
+
+    # each colour has an epoch where only its own marker is drawn
+    assert shown(leaky) - shown(gelu) and shown(gelu) - shown(leaky)
+    (legend,) = figure.legends
+    keys = {
+        text.get_text().split("\n")[0]: line
+        for text, line in zip(legend.get_texts(), legend.get_lines())
+    }
+    assert keys["leaky_relu"].get_marker() == leaky.get_marker() != gelu.get_marker()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,46 @@ def test_panels_share_the_y_axis():
     figure = overconfidence_figure(panels, title="digits")
     assert [axis.get_title() for axis in figure.axes] == ["test inputs", "noise"]
     assert figure.axes[0].get_ylim() == figure.axes[1].get_ylim()
+
+
+def display_points(line, per_segment: int = 200) -> np.ndarray:
+    """Points along a line's drawn segments, in display pixels (log axes, and an axvline's
+    axes-fraction y, included)."""
+    xy = line.get_transform().transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
+    t = np.linspace(0, 1, per_segment)[:, None]
+    return np.concatenate([a + t * (b - a) for a, b in itertools.pairwise(xy)])
+
+
+def test_notes_are_clear_of_the_lines_and_every_shading_is_in_the_legend():
+    # lines that cross 1e-12 on their way to the floor, and a radius line, at the left
+    doubt = np.tile([1e-3, 1e-9, 1e-14, 0.0], (9, 1)) * np.linspace(0.5, 2, 9)[:, None]
+    curves_by_label = {f"act{i}": curves(doubt * (1 + i)) for i in range(5)}
+    panel = Panel("test inputs", curves_by_label, data_alpha=5.0)
+    figure = overconfidence_figure(panel)
+    (axis,) = figure.axes
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (note,) = [text for text in axis.texts if text.get_text().startswith("certain")]
+    box = note.get_window_extent(renderer)
+    for line in axis.get_lines():
+        if line.get_linestyle() == ":":  # the certain line the note labels
+            continue
+        points = display_points(line)
+        inside = (
+            (points[:, 0] >= box.x0) & (points[:, 0] <= box.x1)
+            & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1)
+        )  # fmt: skip
+        assert not inside.any(), f"the certain note is crossed by {line.get_label()}"
+    # p = 1 is named by the floor's own tick, not by a text the lines at the floor cover
+    assert not [text for text in axis.texts if "p = 1" in text.get_text()]
+    ticks = dict(zip(axis.get_yticks(), (t.get_text() for t in axis.get_yticklabels())))
+    assert ticks[FLOOR] == "p = 1"
+    legend = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert any("within the training data's radius" in label for label in legend)
+    assert any("p = 1 in float64" in label for label in legend)
+    # the bands are pale and under every median line
+    medians = [line for line in axis.get_lines() if line.get_label() in curves_by_label]
+    fills = axis.collections  # the interquartile bands (the shadings are patches)
+    assert len(fills) == 5 and len(medians) == 5
+    assert max(c.get_alpha() for c in fills) <= 0.08
+    assert max(c.get_zorder() for c in fills) < min(line.get_zorder() for line in medians)

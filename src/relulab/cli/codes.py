@@ -20,6 +20,8 @@ from relulab.cli.model_source import add_model_arguments, load_model_source
 from relulab.cli.output import print_json
 from relulab.errors import UserError
 
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state takes 0 .. 2**32 - 1
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -46,7 +48,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--k", type=int, default=9, help="neighbours of the k-NN classifier (default: 9)"
     )
-    parser.add_argument("--seed", type=int, default=9, help="K-means' random state (default: 9)")
+    parser.add_argument(
+        "--seed", type=int, default=9, help=f"K-means' random state, 0 to {MAX_SEED} (default: 9)"
+    )
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
     parser.set_defaults(run=run)
 
@@ -100,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from relulab.optional import require
 
     require("sklearn", extra="bench", purpose="relulab codes", package="scikit-learn")
+    if not 0 <= args.seed <= MAX_SEED:  # before the model loads, not after the codes
+        raise UserError(f"--seed {args.seed}: give 0 to {MAX_SEED}")
     source = load_model_source(args)
     s = codes_summary(source.model, source.data, k=args.k, seed=args.seed)
     if args.json:
@@ -127,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _percent(fraction: float) -> str:
-    return f"{100 * fraction:5.1f}%"
+    # no padding: the value column starts where the rows above start theirs
+    return f"{100 * fraction:.1f}%"
 
 
 def _progress(message: str) -> None:

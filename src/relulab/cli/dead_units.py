@@ -4,11 +4,13 @@ task's model trains with each activation (AP's dynamic dead-neuron rate)."""
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Any
 
-from relulab.cli.output import format_table, print_json
+from relulab.cli.output import check_png_output, format_table, print_json
 from relulab.errors import UserError
 
 if TYPE_CHECKING:
@@ -27,11 +29,14 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "dead-units",
         help="dead units and sparsity per layer over training, per activation",
-        description="Train a bench task's model with each activation by the bench's recipe "
-        "(same initial weights, data order and schedule per seed) and measure, per activation "
-        "layer, the fraction of dead units (derivative 0 on every training example) and the "
-        "sparsity (outputs exactly 0), before training and after every epoch. Activations with "
-        "no flat region cannot have dead units: n/a.",
+        description=textwrap.fill(
+            "Train a bench task's model with each activation by the bench's recipe "
+            "(same initial weights, data order and schedule per seed) and measure, per activation "
+            "layer, the fraction of dead units (derivative 0 on every training example) and the "
+            "sparsity (outputs exactly 0), before training and after every epoch. Activations "
+            "with no flat region cannot have dead units: n/a.",
+            width=88,
+        ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -68,8 +73,8 @@ def _specs(args: argparse.Namespace) -> list:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")
     rates = args.learning_rate or [task.learning_rate]
     for rate in rates:
-        if not rate > 0:
-            raise UserError(f"--learning-rate must be positive, got {rate:g}")
+        if not (math.isfinite(rate) and rate > 0):
+            raise UserError(f"--learning-rate must be a finite number > 0, got {rate:g}")
     activations = list(dict.fromkeys(canonical_spec(a) for a in args.acts or DEFAULT_ACTIVATIONS))
     for activation in activations:
         activation_for_width(activation, 8)  # a bad argument fails now, not after training
@@ -148,11 +153,9 @@ def _command(args: argparse.Namespace, specs: list) -> str:
 def run(args: argparse.Namespace) -> int:
     from relulab.geometry.dead_units import track_trial
 
-    if args.output:
-        from relulab.optional import require
-
-        require("matplotlib", extra="plot", purpose="-o")
     specs = _specs(args)
+    if args.output:
+        check_png_output(args.output)  # now, not after the training
     task, epochs = specs[0].task, specs[0].epochs
     # Each epoch redraws one line on a terminal; a log (not a TTY) gets a line per run only.
     live = not args.quiet and sys.stderr.isatty()
@@ -168,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         records.append(_record(tracked))
         if not args.quiet:
             status = f"diverged at epoch {tracked.diverged_at}" if tracked.diverged_at else "done"
-            line = f"{label}: {status}, test {task.metric} {tracked.scores[-1]:.3f}"
+            line = f"{label}: {status}, test {task.metric} {_percent(tracked.scores[-1])}"
             print(("\r" if live else "") + line.ljust(72 if live else 0), file=sys.stderr)
     config = {
         "task": task.name,

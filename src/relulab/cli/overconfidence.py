@@ -5,8 +5,10 @@ each ray far enough out, so the softmax confidence of ``f(alpha * x)`` tends to 
 grows. The command measures it (:func:`relulab.geometry.overconfidence.confidence_along_rays`,
 float64) for one or more trials of a bench run, along the test inputs (``alpha = 1`` is the
 data itself) or along Gaussian directions of the data's per-feature scale, and prints, per
-trial and ``alpha``, quantiles of the top softmax probability over the directions and the
-fraction of directions that are certain to float64 precision (``1 - p < 1e-12``).
+trial and ``alpha``, the median and quartiles of ``1 - p`` (``p`` the top softmax probability)
+over the directions, as the plot draws them, and the fraction of directions that are certain
+to float64 precision (``1 - p < 1e-12``). Trials compared in one call are of one task: the
+rays' directions and the training data's radius are the task's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from relulab.cli.model_source import add_model_arguments, load_model_source
-from relulab.cli.output import format_table, print_json
+from relulab.cli.output import check_png_output, format_table, print_json
 from relulab.errors import UserError
 
 DEFAULT_ALPHAS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -37,9 +39,10 @@ def add_parser(subparsers) -> None:
             "growing alpha (Ulmer & Cinà 2020, 'Know Your Limits'): a ReLU network is affine along "
             "every ray far enough out, so p -> 1 there, however far from the training data. The "
             "directions x are the test inputs (alpha = 1 is the data) or Gaussian noise of the "
-            "training data's per-feature scale. Prints, per trial and alpha, the median and 10th "
-            "percentile of p over the directions and the fraction certain to float64 precision "
-            "(1 - p < 1e-12). Several trials of one run are compared side by side.",
+            "training data's per-feature scale. Prints, per trial and alpha, the median p and "
+            "the median and quartiles of 1 - p over the directions (the plot's line and band) and "
+            "the fraction certain to float64 precision (1 - p < 1e-12). Several trials of one "
+            "run and one task are compared side by side.",
             width=88,
             break_on_hyphens=False,
         ),
@@ -133,17 +136,19 @@ def overconfidence_summary(
     curves = confidence_along_rays(model, directions, alphas)
     with torch.no_grad():
         predicted = model(data.x_test).argmax(dim=1)
-    quantiles = np.quantile(curves.confidence, [0.1, 0.25, 0.5, 0.75], axis=0)
+    quantiles = np.quantile(curves.confidence, [0.25, 0.5, 0.75], axis=0)
+    # 1 - p's own quartiles, not 1 minus p's: a p near 1 loses 1 - p's digits when subtracted
+    doubt = np.quantile(1 - curves.confidence, [0.25, 0.5, 0.75], axis=0)
     certain = (1 - curves.confidence < CERTAIN).mean(axis=0)
     summary = {
         "test_accuracy": float((predicted == data.y_test).double().mean()),
         "directions": len(directions),
         "data_alpha": data_alpha(data, directions),
         "alphas": curves.alphas.tolist(),
-        "p10_confidence": quantiles[0].tolist(),
-        "p25_confidence": quantiles[1].tolist(),
-        "median_confidence": quantiles[2].tolist(),
-        "p75_confidence": quantiles[3].tolist(),
+        "p25_confidence": quantiles[0].tolist(),
+        "median_confidence": quantiles[1].tolist(),
+        "p75_confidence": quantiles[2].tolist(),
+        "doubt_quartiles": doubt.T.tolist(),  # per alpha: 25th, 50th, 75th pct of 1 - p
         "certain_fraction": certain.tolist(),
         "certain_at_largest_alpha": float(certain[-1]),
     }
@@ -164,6 +169,14 @@ def _sources(args: argparse.Namespace) -> list[tuple[Any, str | None]]:
         return [(load_model_source(args), None)]
     from relulab.bench.runner import trial_spec
 
+    # One task per call: the directions and the radius at which the rays leave the training
+    # data are the task's, so curves of two tasks share no alpha axis and no radius line.
+    tasks: dict[str, list[str]] = {}
+    for trial in trials:
+        tasks.setdefault(trial_spec(args.run_dir, trial).task.name, []).append(trial)
+    if len(tasks) > 1:
+        named = "; ".join(f"{task}: {' '.join(names)}" for task, names in tasks.items())
+        raise UserError(f"trials of {len(tasks)} tasks ({named}): compare one task per call")
     sources = []
     for trial in trials:
         _progress(f"loading {trial} ...")
@@ -172,29 +185,28 @@ def _sources(args: argparse.Namespace) -> list[tuple[Any, str | None]]:
     return sources
 
 
-def _doubt(p: float) -> str:
-    return f"{1 - p:.1e}"
+def _doubt(doubt: float) -> str:
+    return "0" if doubt == 0 else f"{doubt:.1e}"  # 0: p rounds to 1 in float64
 
 
 def _table(summary: dict[str, Any]) -> str:
+    """Per alpha: the median p, and the median and quartiles of 1 - p over the directions, the
+    line and band of the plot (the quartiles rather than a tail: one summary in both)."""
     rows = [
-        [f"{alpha:g}", f"{median:.4f}", _doubt(median), f"{p10:.4f}", _doubt(p10),
-         f"{100 * certain:.1f}%"]
-        for alpha, median, p10, certain in zip(
-            summary["alphas"], summary["median_confidence"], summary["p10_confidence"],
+        [f"{alpha:g}", f"{median:.4f}", *(_doubt(d) for d in doubt), f"{100 * certain:.1f}%"]
+        for alpha, median, doubt, certain in zip(
+            summary["alphas"], summary["median_confidence"], summary["doubt_quartiles"],
             summary["certain_fraction"],
         )
     ]  # fmt: skip
-    headers = ["alpha", "median p", "1 - median", "10th pct p", "1 - 10th pct", "certain"]
+    headers = ["alpha", "median p", "1 - p: 25th pct", "median", "75th pct", "certain"]
     return format_table(headers, rows)
 
 
 def run(args: argparse.Namespace) -> int:
     alphas = check_alphas(args.alphas)
     if args.output:
-        from relulab.optional import require
-
-        require("matplotlib", extra="plot", purpose="-o")
+        check_png_output(args.output)
     results, curves, activations = [], {}, {}
     for source, activation in _sources(args):
         directions = ray_directions(source.data, args.directions, args.count, args.seed)

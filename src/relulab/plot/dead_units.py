@@ -14,6 +14,9 @@ from relulab.plot.figure import new_figure, save_png
 # One line style per learning rate, in the order given: the colour already means the activation.
 LINE_STYLES = ("-", "--", ":", "-.")
 NO_DEAD = "\n(no flat region:\ndead units n/a)"
+# One marker per activation, every len(MARKERS)-th epoch from a different start: lines that
+# coincide (leaky_relu and gelu, both at 0% sparsity) still show each colour along them.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def _values(table: list[list[float | None]], column: int) -> np.ndarray:
@@ -27,7 +30,9 @@ def dead_units_figure(runs: Sequence[Mapping[str, Any]], *, title: str = "") -> 
     ``runs`` are the records of ``relulab dead-units --json`` (``activation``,
     ``learning_rate``, ``epochs``, ``layers``, ``dead_fraction``, ``sparsity``; None where a
     value is undefined). One line per run, coloured by activation
-    (:func:`~relulab.plot.colours.activation_colours`), styled by learning rate. An
+    (:func:`~relulab.plot.colours.activation_colours`), styled by learning rate, with the
+    activation's marker on every few epochs, staggered, so lines that coincide (two
+    activations at 0% sparsity) each stay in sight. The y axes start at 0. An
     activation with no flat region has no dead fraction: it draws no line in the top row,
     rather than a line at 0, and the legend says so.
     """
@@ -38,6 +43,8 @@ def dead_units_figure(runs: Sequence[Mapping[str, Any]], *, title: str = "") -> 
     colours = activation_colours(run["activation"] for run in runs)
     rates = list(dict.fromkeys(run["learning_rate"] for run in runs))
     styles = {rate: LINE_STYLES[i % len(LINE_STYLES)] for i, rate in enumerate(rates)}
+    markers = {a: MARKERS[i % len(MARKERS)] for i, a in enumerate(colours)}
+    offsets = {a: i % len(colours) for i, a in enumerate(colours)}
     figure, axes = new_figure(
         2, len(layers), width=2.0 + 3.2 * len(layers), height=5.6, sharex=True
     )
@@ -51,6 +58,11 @@ def dead_units_figure(runs: Sequence[Mapping[str, Any]], *, title: str = "") -> 
                 "color": colours[run["activation"]],
                 "linestyle": styles[run["learning_rate"]],
                 "linewidth": 1.5,
+                "marker": markers[run["activation"]],
+                "markersize": 4,
+                "markevery": (offsets[run["activation"]], len(colours)),
+                # a line at 0 sits on the axis' bottom edge: drawn whole, not half cut off
+                "clip_on": False,
             }
             dead = _values(run["dead_fraction"], index)
             if np.isnan(dead).all():
@@ -63,12 +75,20 @@ def dead_units_figure(runs: Sequence[Mapping[str, Any]], *, title: str = "") -> 
     for row, label in enumerate(("dead units %", "sparsity % (outputs = 0)")):
         axes[row][0].set_ylabel(label)
         for axis in axes[row]:
-            axis.set_ylim(bottom=-2)  # a line at 0 stays in sight
-            axis.set_ylim(top=max(axis.get_ylim()[1], 10))
+            # no room below 0: a fraction is never negative (the lines at 0 are not clipped)
+            axis.set_ylim(bottom=0, top=max(axis.get_ylim()[1], 10))
             axis.grid(alpha=0.3)
             axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     handles = [
-        Line2D([], [], color=c, linewidth=2, label=a + NO_DEAD * (a in undefined))
+        Line2D(
+            [],
+            [],
+            color=c,
+            linewidth=2,
+            marker=markers[a],
+            markersize=4,
+            label=a + NO_DEAD * (a in undefined),
+        )
         for a, c in colours.items()
     ]
     if len(rates) > 1:
