@@ -11,7 +11,9 @@ from relulab.geometry.benchmark import benchmark, grid_patterns, mlp, pack
 
 
 def test_benchmark_runs_and_probe_patterns_are_a_subset_of_the_partition():
+    lines = []
     result = benchmark(
+        progress=lines.append,
         depth=2,
         width=6,
         grid=96,
@@ -32,6 +34,11 @@ def test_benchmark_runs_and_probe_patterns_are_a_subset_of_the_partition():
     assert cnn["net"].startswith("residual CNN (1 ch)") and cnn["regions"] > 1
     for entry in (other, cnn):
         assert entry["regions_per_s"] == entry["regions"] / entry["partition_s"]
+    # one progress line per net, and the conditions the times were taken under
+    assert [line.split(":")[0] for line in lines] == ["2x6 MLP", "1x4 MLP", cnn["net"]]
+    assert f"{cnn['regions']:,} regions" in lines[-1]
+    assert result["torch_threads"] == torch.get_num_threads()
+    assert result["load_average_1min"] >= 0
 
 
 def test_grid_patterns_match_a_numpy_forward_pass():

@@ -244,10 +244,9 @@ def test_sequential_of_blocks_with_inplace_relu_is_exact():
     check_exact(net, part, lambda p: p, SQUARE.numpy())
 
 
-def test_decision_boundary_three_classes():
-    net = mlp(nn.ReLU(), widths=(2, 10, 10, 3), seed=6)
-    part = partition(net, SQUARE)
-    assert len(part.boundary) > 0
+def check_boundary(net, part) -> None:
+    """The boundary against plain forward passes: ties at its ends, and every change of
+    argmax between neighbours on horizontal lines is crossed by a segment."""
     ends = part.boundary.reshape(-1, 2)
     with torch.no_grad():
         logits = net(ends)
@@ -265,6 +264,31 @@ def test_decision_boundary_three_classes():
             x = a[:, 0] + t * (b[:, 0] - a[:, 0])
             hit = (t >= 0) & (t <= 1) & (x >= xs[k] - 1e-12) & (x <= xs[k + 1] + 1e-12)
             assert hit.any()
+
+
+def test_decision_boundary_three_classes():
+    net = mlp(nn.ReLU(), widths=(2, 10, 10, 3), seed=6)
+    part = partition(net, SQUARE)
+    assert len(part.boundary) > 0
+    check_boundary(net, part)
+
+
+def test_decision_boundary_of_ten_classes_skips_uncontested_regions_and_reports_progress():
+    from relulab.geometry.partition import _boundary, _contested
+
+    net = mlp(nn.ReLU(), widths=(2, 16, 16, 10), seed=2)
+    lines = []
+    part = partition(net, SQUARE, progress=lines.append)
+    assert len(part.boundary) > 0
+    check_boundary(net, part)
+    # the same segments, in the same order, as clipping every region
+    every = _boundary(part.vertices, part.counts, part.A, part.b, every=True)
+    assert torch.equal(part.boundary, every[0]) and torch.equal(part.boundary_regions, every[1])
+    # most regions have one top class at all their vertices: only the others are clipped
+    contested = _contested(part.vertices, part.counts, part.A, part.b)
+    assert set(part.boundary_regions.tolist()) <= set(contested.tolist())
+    assert len(contested) < part.count / 2
+    assert sum(line.startswith("decision boundary: class pair") for line in lines) == 45
 
 
 def test_locate_matches_point_in_polygon():
@@ -303,7 +327,43 @@ def test_a_region_limit_stops_early_with_a_clear_error_and_progress_is_reported(
     net = mlp(nn.ReLU(), seed=3)
     lines = []
     full = partition(net, SQUARE, progress=lines.append)
-    assert lines and lines[-1].startswith("site 2/2") and f"{full.count:,} regions" in lines[-1]
+    cuts = [line for line in lines if line.startswith("site 2/2")]
+    assert cuts and f"{full.count:,} regions" in cuts[-1]
     with pytest.raises(UserError, match=f"more than {full.count - 1:,} linear regions"):
         partition(net, SQUARE, max_regions=full.count - 1)
     assert partition(net, SQUARE, max_regions=full.count).count == full.count
+    with pytest.raises(UserError, match="max_regions must be >= 1"):
+        partition(net, SQUARE, max_regions=0)
+
+
+def test_the_region_limit_holds_within_one_group():
+    # One site over the whole square: one parent, so one group; 60 lines in general position
+    # make about 1,800 regions. Each round at most doubles the pieces, so the limit is
+    # caught by twice its value, long before the group ends.
+    net = mlp(nn.ReLU(), widths=(2, 60, 2), seed=4)
+    full = partition(net, SQUARE)
+    assert full.count > 1000
+    lines = []
+    with pytest.raises(UserError, match="more than 50 linear regions") as info:
+        partition(net, SQUARE, max_regions=50, progress=lines.append)
+    found = int(str(info.value).split("(")[1].split(")")[0].replace(",", ""))
+    assert 50 < found <= 100
+    assert "max_regions" not in str(info.value) and "slice" not in str(info.value)
+    assert len(lines) > 1  # progress within the group too
+
+
+class ClampNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(2, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.clamp(self.layer(x), min=0.0))
+
+
+def test_a_site_in_the_top_level_module_is_named_in_progress():
+    lines = []
+    partition(ClampNet(), SQUARE, progress=lines.append)
+    cut = next(line for line in lines if line.startswith("site 1/1"))
+    assert "( " not in cut and "(model (ClampNet): torch.clamp)" in cut

@@ -13,9 +13,10 @@ Example::
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -129,6 +130,7 @@ def benchmark(
     batch: int = 2**16,
     keep_patterns: bool = False,
     cnn_channels: int | None = 4,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Time the exact partition of a ``depth x width`` ReLU MLP on ``[-h, h]^2`` against a
     ``grid x grid`` probe that collects its distinct activation patterns.
@@ -144,18 +146,22 @@ def benchmark(
         keep_patterns: also return both pattern sets, packed by :func:`pack`.
         cnn_channels: also time :func:`residual_cnn_on_digits` with this many channels on
             the plane through three digits images (None: skip it).
+        progress: called with a line of text as each net's timing is done.
 
     Returns:
         A dict: ``partition_s``, ``probe_s``, ``ratio`` (probe time / partition time),
         ``regions``, ``probe_patterns`` (distinct patterns the probe saw), ``regions_per_s``,
         ``others`` (one dict per extra net: ``net`` (its name), ``regions``, ``partition_s``,
-        ``regions_per_s``; ``depth`` and ``width`` for MLPs), and with ``keep_patterns`` the tensors
-        ``partition_codes`` and ``probe_codes``.
+        ``regions_per_s``; ``depth`` and ``width`` for MLPs), ``torch_threads`` (torch's
+        intra-op threads) and ``load_average_1min`` (the machine's, at the start; the
+        partition's many small operations slow down most under load), and with
+        ``keep_patterns`` the tensors ``partition_codes`` and ``probe_codes``.
     """
     if repeats < 1 or grid < 2 or batch < 1:
         raise UserError(
             f"benchmark: need repeats >= 1, grid >= 2, batch >= 1; got {repeats}, {grid}, {batch}"
         )
+    threads, load = torch.get_num_threads(), os.getloadavg()[0]
     h = float(half_width)
     square = torch.tensor([[-h, -h], [h, -h], [h, h], [-h, h]], dtype=torch.float64)
     model = mlp(depth, width, seed)
@@ -177,7 +183,14 @@ def benchmark(
         "probe_patterns": len(codes),
         "regions_per_s": part.count / partition_s,
         "others": [],
+        "torch_threads": threads,
+        "load_average_1min": load,
     }
+    if progress:
+        progress(
+            f"{depth}x{width} MLP: exact partition {partition_s:.3f} s ({part.count:,} regions), "
+            f"grid probe {probe_s:.3f} s"
+        )
     if keep_patterns:
         result["partition_codes"] = torch.unique(pack(part.pattern_matrix), dim=0)
         result["probe_codes"] = codes
@@ -198,4 +211,6 @@ def benchmark(
                 "regions_per_s": found.count / seconds,
             }
         )
+        if progress:
+            progress(f"{name}: {found.count:,} regions in {seconds:.3f} s")
     return result

@@ -37,6 +37,17 @@ from relulab.geometry import polygons
 from relulab.geometry.affine import Site, as_float64, run, states
 
 
+class RegionLimitError(UserError):
+    """The slice has more linear regions than ``max_regions`` (:func:`partition`)."""
+
+    def __init__(self, limit: int, found: int, where: str) -> None:
+        self.limit, self.found, self.where = limit, found, where
+        super().__init__(
+            f"partition: more than {limit:,} linear regions ({found:,}) by {where}; "
+            "stopped before memory runs out"
+        )
+
+
 @dataclass
 class Plane:
     """The slice ``origin + s * d1 + t * d2`` of input space over a polygon of ``(s, t)``.
@@ -445,10 +456,13 @@ def _cut_group(
     offsets: Tensor,
     site: Site,
     bound: Tensor,
+    after_round: Callable[[], None] | None = None,
 ) -> None:
     """Cut parents ``first .. last - 1`` (and only them) by the site's breakpoint lines, or
     into the cells of its max units; ``slopes``, ``offsets`` are theirs, ``(n, U * k, 2)``.
-    Their pieces are appended from row ``regions.size`` on (no other group's pieces follow)."""
+    Their pieces are appended from row ``regions.size`` on (no other group's pieces follow).
+    ``after_round`` is called after each round of cuts (one group can be the whole slice:
+    a region limit and progress must hold within it)."""
     added = regions.size
     vertices, counts = regions.vertices[first:last], regions.counts[first:last]
     # A piece lies inside its region at the site's start, and the tolerance does not
@@ -480,12 +494,44 @@ def _cut_group(
                 regions.cut_max(rows, here, valid[unit_of], bound)
             else:
                 regions.cut(rows, here, bound)
+            if after_round:
+                after_round()
 
 
-def _boundary(vertices: Tensor, counts: Tensor, A: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Segments where the top class changes, and their regions."""
+def _contested(vertices: Tensor, counts: Tensor, A: Tensor, b: Tensor) -> Tensor:
+    """The regions that can hold decision boundary: the top class differs between two of
+    their vertices, or is tied (within far more than the snapping tolerance) at one."""
+    valid = polygons.vertex_mask(vertices, counts)
+    filled = torch.where(valid[..., None], vertices, vertices[:, :1])  # padding: a vertex
+    scores = torch.einsum("rvc,roc->rvo", filled, A) + b[:, None]  # (R, V, O)
+    if scores.shape[-1] == 1:  # one output: the classes are its sign
+        scores = torch.cat([torch.zeros_like(scores), scores], dim=-1)
+    size = torch.where(valid[..., None], vertices.abs(), 0).amax(dim=1)  # (R, 2)
+    # The largest scale polygons.snapped can give a difference of two scores on the region.
+    scale = ((A.abs() * size[:, None]).sum(-1) + b.abs()).amax(dim=1)
+    top2 = scores.topk(2, dim=-1)
+    tied = top2.values[..., 0] - top2.values[..., 1] <= 1e6 * polygons.EPS * 2 * scale[:, None]
+    top = top2.indices[..., 0]
+    differs = (top != top[:, :1]).any(dim=1)
+    return torch.nonzero(differs | tied.any(dim=1)).flatten()
+
+
+def _boundary(
+    vertices: Tensor,
+    counts: Tensor,
+    A: Tensor,
+    b: Tensor,
+    progress: Callable[[str], None] | None = None,
+    every: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Segments where the top class changes, and their regions.
+
+    A region whose vertices all have one clear top class has that class on top everywhere
+    (the score differences are affine, so convex combinations keep their sign): it holds
+    no segment, and only the others are clipped (``every``: all of them, as a check)."""
     R, outputs = b.shape
-    lines = torch.cat([A, b[..., None]], dim=-1)  # (R, O, 3)
+    keep = torch.arange(R) if every else _contested(vertices, counts, A, b)
+    lines = torch.cat([A[keep], b[keep, :, None]], dim=-1)  # (n, O, 3)
     if outputs == 1:
         pairs = [(None, 0)]
     elif outputs == 2:
@@ -493,10 +539,15 @@ def _boundary(vertices: Tensor, counts: Tensor, A: Tensor, b: Tensor) -> tuple[T
     else:
         pairs = [(i, j) for i in range(outputs) for j in range(i + 1, outputs)]
     segments, owners = [], []
-    rows = torch.arange(R)
-    for i, j in pairs:
+    rows = torch.arange(len(keep))
+    for number, (i, j) in enumerate(pairs):
+        if progress:
+            progress(
+                f"decision boundary: class pair {number + 1}/{len(pairs)} "
+                f"on {len(keep):,} of {R:,} regions"
+            )
         f = lines[:, j] - (lines[:, i] if i is not None else 0)
-        verts, n, owner = vertices, counts, rows
+        verts, n, owner = vertices[keep], counts[keep], rows
         # For three or more classes, keep only the cell where i (hence j, on the line) is on top.
         for m in range(outputs) if outputs > 2 else ():
             if m in (i, j):
@@ -512,7 +563,7 @@ def _boundary(vertices: Tensor, counts: Tensor, A: Tensor, b: Tensor) -> tuple[T
         _, _, v = polygons.split(verts, n, g)
         ends, crossed = polygons.segment(verts, n, g, v)
         segments.append(ends[crossed])
-        owners.append(owner[crossed])
+        owners.append(keep[owner[crossed]])
     if not segments:
         return torch.zeros(0, 2, 2, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
     return torch.cat(segments), torch.cat(owners)
@@ -535,14 +586,18 @@ def partition(
         domain: polygon vertices ``(n, 2)`` (convex; a rectangle is four vertices) when the
             model's input is 2-D, or a :class:`Plane` in any input space.
         chunk: regions per forward pass (default: about 4M numbers in the widest layer).
-        progress: called with a line of text as each group of regions is cut.
-        max_regions: stop with a :class:`~relulab.errors.UserError` once the slice has more
-            regions than this (each costs about a kilobyte per 100 units and input
-            numbers); None: no limit.
+        progress: called with a line of text after each round of cuts and during the
+            decision boundary (often: throttle it).
+        max_regions: stop with a :class:`RegionLimitError` (a
+            :class:`~relulab.errors.UserError`) as soon as the slice has more regions than
+            this (each costs about a kilobyte per 100 units and input numbers), checked
+            after every round of cuts; None: no limit.
 
     Returns:
         A :class:`Partition`.
     """
+    if max_regions is not None and max_regions < 1:
+        raise UserError(f"partition: max_regions must be >= 1 (or None), got {max_regions}")
     model = as_float64(model)
     if isinstance(domain, Plane):
         plane = domain
@@ -583,11 +638,19 @@ def partition(
         # (3 x units numbers per region) rather than every region's.
         group = max(1, 2**23 // (3 * site.units * site.window))
         state = torch.zeros(0, site.units, dtype=torch.int8)
+        where = f"site {k + 1}/{len(sites)} ({site.name})"
+
+        def check(where: str = where) -> None:
+            if progress:
+                progress(f"{where}: {regions.size:,} regions")
+            if max_regions is not None and regions.size > max_regions:
+                raise RegionLimitError(max_regions, regions.size, where)
+
         for first in range(0, parents, group):
             last = min(first + group, parents)
             added = regions.size
             slopes, offsets = _affine(segments.values(patterns, k, slice(first, last)))
-            _cut_group(regions, first, last, slopes, offsets, site, bound)
+            _cut_group(regions, first, last, slopes, offsets, site, bound, check)
             # the group's pieces: its parents' rows (now the first pieces) and those added
             rows = torch.cat([torch.arange(first, last), torch.arange(added, regions.size)])
             vertices, counts = regions.vertices[rows], regions.counts[rows]
@@ -601,14 +664,7 @@ def partition(
                 grown[: len(state)] = state
                 state = grown
             state[rows] = found
-            if progress:
-                progress(f"site {k + 1}/{len(sites)} ({site.name}): {regions.size:,} regions")
-            if max_regions is not None and regions.size > max_regions:
-                raise UserError(
-                    f"partition: more than {max_regions:,} linear regions ({regions.size:,}) "
-                    f"by site {k + 1} of {len(sites)} ({site.name}); slice a smaller domain, "
-                    "or raise max_regions if memory allows"
-                )
+            check()
         regions.vertices = regions.vertices[: regions.size]
         regions.counts = regions.counts[: regions.size]
         origin = regions.origin[: regions.size]
@@ -620,7 +676,7 @@ def partition(
         polygons.vertex_mask(regions.vertices, counts)[..., None], regions.vertices, 0.0
     )
     slopes, offsets = _affine(segments.values(patterns, None))
-    boundary, owners = _boundary(vertices, counts, slopes, offsets)
+    boundary, owners = _boundary(vertices, counts, slopes, offsets, progress)
     return Partition(
         vertices, counts, patterns, sites, slopes, offsets, boundary, owners, polygon, plane
     )

@@ -10,6 +10,16 @@ import numpy as np
 from relulab.plot.figure import new_figure, save_png
 
 
+def _title(partition: Any, name: str) -> str:
+    """``"<name>: 5,826 linear regions; black: decision boundary"``, in the singular for one
+    region and without the boundary where there is none."""
+    count = partition.count
+    text = f"{count:,} linear region" + ("" if count == 1 else "s")
+    if len(partition.boundary):
+        text += "; black: decision boundary"
+    return f"{name}: {text}" if name else text
+
+
 def regions_figure(
     partition: Any,
     points: np.ndarray | None = None,
@@ -17,16 +27,26 @@ def regions_figure(
     *,
     title: str = "",
     notes: list[str] | None = None,
+    points_label: str = "training examples, coloured by class",
 ) -> Any:
     """The polygons of :class:`relulab.geometry.Partition`, each filled in a colour of its own
     (a fixed shuffle of a qualitative map, so neighbours rarely share one), the decision
-    boundary in black and, if given, the data points in slice coordinates coloured by label,
-    each with its note written beside it (e.g. its label and the model's prediction).
+    boundary in black and, if given, the data points in slice coordinates coloured by label
+    (white-edged, so they stand out on any region's colour), each with its note written
+    beside it (e.g. its label and the model's prediction). ``title`` names the slice (e.g.
+    the trial) before its region count; ``points_label`` is the points' legend entry. The
+    figure's shape follows the domain's aspect ratio.
     """
     from matplotlib import colormaps
     from matplotlib.collections import LineCollection, PolyCollection
 
-    figure, axes = new_figure(1, 1, width=6.4, height=6.0)
+    domain = partition.domain.numpy()
+    low, high = domain.min(axis=0), domain.max(axis=0)
+    # Equal axes: the figure follows the domain's shape (within 1:5 .. 5:1), else a tall
+    # or wide domain leaves empty bands around a square-ish frame.
+    aspect = float(np.clip((high[1] - low[1]) / max(high[0] - low[0], 1e-300), 1 / 5, 5))
+    width = 6.4 if aspect <= 1 else max(3.6, 5.6 / aspect + 0.8)
+    figure, axes = new_figure(1, 1, width=width, height=(width - 0.8) * aspect + 1.2)
     axis = axes[0][0]
     vertices = partition.vertices.numpy()
     counts = partition.counts.numpy()
@@ -47,9 +67,10 @@ def regions_figure(
         few = len(points) <= 10  # e.g. the three examples a plane goes through: make them stand out
         axis.scatter(
             points[:, 0], points[:, 1], c=labels, cmap="viridis", s=70 if few else 16,
-            edgecolors="white" if few else "black", linewidths=1.5 if few else 0.6, zorder=3,
+            edgecolors="white", linewidths=1.5 if few else 0.5, zorder=3, label=points_label,
         )  # fmt: skip
-        middle = partition.domain.numpy().mean(axis=0)
+        axis.legend(loc="upper right", fontsize=8, framealpha=0.85)
+        middle = domain.mean(axis=0)
         for (x, y), note in zip(points, notes or []):
             right, top = x > middle[0], y > middle[1]  # write towards the middle, not off the axes
             axis.annotate(
@@ -58,11 +79,10 @@ def regions_figure(
                 va="top" if top else "bottom", fontsize=10, zorder=4,
                 bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.85},
             )  # fmt: skip
-    domain = partition.domain.numpy()
-    axis.set_xlim(domain[:, 0].min(), domain[:, 0].max())
-    axis.set_ylim(domain[:, 1].min(), domain[:, 1].max())
+    axis.set_xlim(low[0], high[0])
+    axis.set_ylim(low[1], high[1])
     axis.set_aspect("equal")
-    axis.set_title(title or f"{partition.count:,} linear regions; black: decision boundary")
+    axis.set_title(_title(partition, title))
     axis.set_xlabel("s" if partition.plane is not None else "x₁")
     axis.set_ylabel("t" if partition.plane is not None else "x₂")
     return figure
