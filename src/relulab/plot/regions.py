@@ -69,7 +69,7 @@ def regions_figure(
             points[:, 0], points[:, 1], c=labels, cmap="viridis", s=70 if few else 16,
             edgecolors="white", linewidths=1.5 if few else 0.5, zorder=3, label=points_label,
         )  # fmt: skip
-        axis.legend(loc="upper right", fontsize=8, framealpha=0.85)
+        axis.legend(loc="best", fontsize=8, framealpha=0.85)
         middle = domain.mean(axis=0)
         for (x, y), note in zip(points, notes or []):
             right, top = x > middle[0], y > middle[1]  # write towards the middle, not off the axes
