@@ -119,7 +119,7 @@ def _factory(reference: str) -> Callable[[], object]:
     return function
 
 
-def _build(reference: str) -> nn.Module:
+def build_model(reference: str) -> nn.Module:
     """Call the factory; what goes wrong inside it is the user's to fix, so one line says what."""
     function = _factory(reference)
     try:
@@ -131,7 +131,8 @@ def _build(reference: str) -> nn.Module:
     return model
 
 
-def _load_state(path: Path) -> dict:
+def load_state_file(path: Path) -> dict:
+    """A state dict from a file, loaded with weights_only=True; any problem is one line."""
     if not path.is_file():
         raise UserError(f"--checkpoint {path}: no such file")
     try:
@@ -188,9 +189,9 @@ def _own_model(args: argparse.Namespace) -> ModelSource:
         raise UserError(f"with your own model, give {' and '.join(missing)} as well")
     if canonical_task_name(args.task) == "table":
         raise UserError(f"--task {args.task}: your own table is not available here; use a run")
-    model = _build(args.factory)
+    model = build_model(args.factory)
     path = Path(args.checkpoint)
-    state = _load_state(path)
+    state = load_state_file(path)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:

@@ -13,7 +13,10 @@ before site ``stop``, the run applies, row by row, the linear piece that the pat
 and stops at site ``stop``, returning its pre-activation. Calls on data derived from the
 input that are not known to be affine (a smooth activation, softmax, a product of two
 activations) raise :class:`~relulab.errors.UserError` naming the call and the module that
-made it; arithmetic on parameters alone is left alone.
+made it; arithmetic on parameters alone is left alone. With ``strict=False`` (for counting
+sites, as :func:`relulab.budget.count_relus` does) such calls run as they are instead, each
+recorded as a site of kind ``"other"``, and their outputs are still followed, so that the
+piecewise-linear calls after them are found too.
 
 Supported pieces, with breakpoints ``b`` (the state of a unit is the number of breakpoints
 strictly below its pre-activation): relu, leaky_relu, prelu, abs (``b = 0``), relu6,
@@ -47,7 +50,9 @@ class Site:
 
     Attributes:
         name: the call and the module that made it (``"net.1: relu"``).
-        kind: relu, leaky_relu, prelu, abs, clamp (relu6 and hardtanh are clamps) or max.
+        kind: relu, leaky_relu, prelu, abs, clamp (relu6 and hardtanh are clamps) or max;
+            with ``strict=False``, other for a call that is not piecewise linear (a smooth
+            activation, softmax, a product of two input-dependent tensors).
         units: the number of activations per sample.
         breaks: the breakpoints of every unit (``(0.0,)`` or ``(low, high)``; ``()`` for max).
         windows: for max, ``(units, k)`` the flat input position of each candidate of each
@@ -243,9 +248,11 @@ class _Mode(TorchFunctionMode):
         patterns: Sequence[Tensor],
         stop: int | None,
         sites: list[Site] | None,
+        strict: bool = True,
     ) -> None:
         super().__init__()
         self.patterns, self.stop, self.sites = patterns, stop, sites
+        self.strict = strict
         self.recording = sites is None
         self.batch = 1
         self.found: list[Site] = []
@@ -291,11 +298,15 @@ class _Mode(TorchFunctionMode):
             derived = [a for a in tensors if id(a) in self.derived]
             denominator = args[1] if len(args) > 1 else kwargs.get("other")
             if len(derived) > 1 or (key in _DIVIDE and self.is_derived(denominator)):
+                if not self.strict:
+                    return self._other(func, args, kwargs)
                 raise UserError(
                     f"relulab.geometry: {self.where(func)} multiplies two input-dependent "
                     "tensors, which is not piecewise linear"
                 )
         elif key not in _AFFINE:
+            if not self.strict:
+                return self._other(func, args, kwargs)
             out = func(*args, **kwargs)
             if any(isinstance(v, Tensor) for v in tree_flatten(out)[0]):
                 raise UserError(
@@ -357,6 +368,17 @@ class _Mode(TorchFunctionMode):
 
     def _name(self, func: Any) -> str:
         return f"{self.stack[-1] if self.stack else 'model'}: {_call_name(func)}"
+
+    def _other(self, func, args, kwargs):
+        """A call that is not piecewise linear, run as it is; its tensor outputs are a site of
+        kind ``"other"`` and stay marked as input-dependent (so later sites are still found)."""
+        out = func(*args, **kwargs)
+        tensors = [v for v in tree_flatten(out)[0] if isinstance(v, Tensor)]
+        if tensors:  # x.size(), x.dim() and the like return no tensor: nothing to follow
+            units = sum(t.numel() for t in tensors) // self.batch
+            self._enter(Site(self._name(func), "other", units, ()))
+            self.mark(out)
+        return out
 
     def _max_site(self, func, args, kwargs):
         name = _MAX_POOL[id(func)]
@@ -500,6 +522,7 @@ def run(
     patterns: Sequence[Tensor] = (),
     stop: int | None = None,
     sites: list[Site] | None = None,
+    strict: bool = True,
 ) -> tuple[Tensor, list[Site]]:
     """Run ``model`` on ``inputs`` with the sites before ``stop`` fixed to ``patterns``.
 
@@ -509,12 +532,16 @@ def run(
         patterns: for site ``k``, ``(B, units_k)`` integer states (breakpoints below).
         stop: return the pre-activation of this site, ``(B, units)``; None runs to the end.
         sites: the sites found by an earlier recording run (checked against this run).
+        strict: raise :class:`~relulab.errors.UserError` on a call that is not piecewise
+            linear; False runs it and records it as a site of kind ``"other"`` (for counting
+            sites; patterns do not apply to such sites, and an output that is not a tensor
+            is returned as it is).
 
     Returns:
         ``(values, sites)``: the pre-activation of ``stop`` (or the flattened output,
         ``(B, out)``) and the sites met.
     """
-    mode = _Mode(model, patterns, stop, sites)
+    mode = _Mode(model, patterns, stop, sites, strict)
     mode.batch = len(inputs)
     mode.mark(inputs)
     handles = _hooks(model, mode)
@@ -529,6 +556,8 @@ def run(
     if stop is not None:
         raise UserError(f"relulab.geometry: site {stop} was not reached")
     if not isinstance(out, Tensor):
+        if not strict:  # counting needs the sites alone: a tuple or dict output is fine
+            return out, mode.found
         raise UserError(f"relulab.geometry: the model returned {type(out).__name__}, not a tensor")
     return out.reshape(len(inputs), -1), mode.found
 

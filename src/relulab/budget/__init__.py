@@ -1,0 +1,18 @@
+"""ReLU budgets for private inference: count the ReLUs, reduce them, fold what became linear.
+
+In private (encrypted, MPC) inference a ReLU costs orders of magnitude more than a multiply,
+so the number of ReLU evaluations per input is the budget.
+"""
+
+from relulab.budget.count import LayerCount, ReLUCount, check_budget, count_relus
+from relulab.budget.resnet import BasicBlock, ResNet, resnet18
+
+__all__ = [
+    "BasicBlock",
+    "LayerCount",
+    "ReLUCount",
+    "ResNet",
+    "check_budget",
+    "count_relus",
+    "resnet18",
+]
