@@ -5,14 +5,20 @@ so the number of ReLU evaluations per input is the budget.
 """
 
 from relulab.budget.count import LayerCount, ReLUCount, check_budget, count_relus
+from relulab.budget.fold import fold, fold_speed
+from relulab.budget.repvgg import RepVGGBlock, reparameterize
 from relulab.budget.resnet import BasicBlock, ResNet, resnet18
 
 __all__ = [
     "BasicBlock",
     "LayerCount",
     "ReLUCount",
+    "RepVGGBlock",
     "ResNet",
     "check_budget",
     "count_relus",
+    "fold",
+    "fold_speed",
+    "reparameterize",
     "resnet18",
 ]
