@@ -321,3 +321,19 @@ def test_fold_speed_reports_both_models():
         assert result["layers_folded"] < result["layers_unfolded"]
         assert result["max_abs_difference"] < 1e-5
         assert result["unfolded_seconds"] > 0 and result["folded_seconds"] > 0
+
+
+def test_resnet18_folds_every_batchnorm_and_keeps_its_outputs():
+    from relulab.budget.fold import randomize_batchnorms
+    from relulab.budget.resnet import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18().eval()
+    randomize_batchnorms(model, torch.Generator().manual_seed(1))
+    folded = fold(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 20
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        reference = model.double()(x.double())
+        assert torch.allclose(folded(x).double(), reference, atol=1e-4, rtol=1e-4)

@@ -24,6 +24,12 @@ def _relu(_channels: int) -> nn.Module:
     return nn.ReLU()
 
 
+def _conv_bn(in_planes: int, planes: int, kernel: int, stride: int) -> nn.Sequential:
+    """A bias-free convolution (padding ``kernel // 2``) and its BatchNorm."""
+    conv = nn.Conv2d(in_planes, planes, kernel, stride=stride, padding=kernel // 2, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(planes))
+
+
 class BasicBlock(nn.Module):
     """conv3×3 → BN → act → conv3×3 → BN, plus the shortcut (identity, or a strided 1×1
     conv with BN where the shape changes), → act."""
@@ -32,21 +38,17 @@ class BasicBlock(nn.Module):
         self, in_planes: int, planes: int, stride: int = 1, activation: ActivationFactory = _relu
     ):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        # conv + BN pairs as Sequentials, so that budget.fold merges each into one conv
+        self.conv1 = _conv_bn(in_planes, planes, 3, stride)
         self.act1 = activation(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = _conv_bn(planes, planes, 3, 1)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-            )
+            self.shortcut = _conv_bn(in_planes, planes, 1, stride)
         self.act2 = activation(planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.conv2(self.act1(self.conv1(x)))
         return self.act2(out + self.shortcut(x))
 
 
@@ -71,8 +73,7 @@ class ResNet(nn.Module):
         super().__init__()
         if len(blocks) != len(widths):
             raise ValueError(f"expected one width per stage, got {widths} for {blocks}")
-        self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.stem = _conv_bn(3, widths[0], 3, 1)
         self.act = activation(widths[0])
         in_planes = widths[0]
         for stage, (count, planes) in enumerate(zip(blocks, widths), 1):
@@ -87,7 +88,7 @@ class ResNet(nn.Module):
         self.linear = nn.Linear(in_planes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.bn1(self.conv1(x)))
+        out = self.act(self.stem(x))
         for stage in range(1, self.stages + 1):
             out = getattr(self, f"layer{stage}")(out)
         return self.linear(self.pool(out).flatten(1))
