@@ -363,3 +363,16 @@ def test_a_diverging_trial_is_recorded_not_raised():
 def test_smartmixed_gets_its_width_from_the_layer():
     outcome = run_trial(spec("smartmixed", epochs=1))
     assert outcome.result["status"] == "ok"
+
+
+def test_a_given_model_is_trained_from_its_own_weights():
+    task = Spirals()
+    first = run_trial(spec("relu", epochs=2))
+    model = task.model(lambda width: nn.ReLU(), task.data())
+    model.load_state_dict(first.state)
+    again = run_trial(spec("relu", epochs=1), model=model)
+    # trained in place, from the 2-epoch weights: not what 1 epoch from the init gives
+    fresh = run_trial(spec("relu", epochs=1))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.state.items())
+    assert not np.array_equal(again.probabilities, fresh.probabilities)
+    assert again.result["test_score"] >= fresh.result["test_score"] - 0.05

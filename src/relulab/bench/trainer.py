@@ -278,15 +278,19 @@ def _repeatable(threads: int, seed: int):
 EpochHook = Callable[[int, nn.Module], None]
 
 
-def run_trial(spec: TrialSpec, on_epoch: EpochHook | None = None) -> TrialOutcome:
+def run_trial(
+    spec: TrialSpec, on_epoch: EpochHook | None = None, model: nn.Module | None = None
+) -> TrialOutcome:
     """Train and measure one trial (see the module docstring for what makes it repeatable).
 
     ``on_epoch(epoch, model)``, if given, is called before training (epoch 0) and after each
     epoch, with the model in eval mode and torch's random generator saved and restored
-    around it, so that what it measures cannot change the trial's outcome.
+    around it, so that what it measures cannot change the trial's outcome. ``model``, if
+    given, is trained (in place, from the weights it has) instead of the task's model for
+    ``spec.activation``: fine-tuning a model whose ReLUs were cut, say.
     """
     with _repeatable(spec.threads, spec.seed):
-        return _train(spec, on_epoch)
+        return _train(spec, on_epoch, model)
 
 
 def _call_hook(on_epoch: EpochHook | None, epoch: int, model: nn.Module) -> None:
@@ -299,10 +303,13 @@ def _call_hook(on_epoch: EpochHook | None, epoch: int, model: nn.Module) -> None
     model.train(was_training)
 
 
-def _train(spec: TrialSpec, on_epoch: EpochHook | None = None) -> TrialOutcome:
+def _train(
+    spec: TrialSpec, on_epoch: EpochHook | None = None, model: nn.Module | None = None
+) -> TrialOutcome:
     data = spec.task.data()
-    model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
-    paired_init(model, spec.seed)
+    if model is None:
+        model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
+        paired_init(model, spec.seed)
     schedule = spec.task.schedule(spec.epochs, spec.batch_size, spec.learning_rate)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=schedule.learning_rate, weight_decay=schedule.weight_decay
