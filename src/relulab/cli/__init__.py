@@ -31,6 +31,7 @@ from relulab.cli import (
     listing,
     overconfidence,
     plot,
+    reduce,
     regions,
     show,
     speed,
@@ -41,7 +42,19 @@ from relulab.optional import MissingDependencyError
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE, like other Unix tools in a pipeline
-COMMANDS = (bench, listing, show, plot, speed, regions, codes, overconfidence, dead_units, count)
+COMMANDS = (
+    bench,
+    listing,
+    show,
+    plot,
+    speed,
+    regions,
+    codes,
+    overconfidence,
+    dead_units,
+    count,
+    reduce,
+)
 # Library messages point to the Python API; at the command line, point to the command.
 CLI_WORDING = {"relulab.list_activations()": "'relulab list'"}
 

@@ -1,0 +1,57 @@
+"""``relulab reduce``: test accuracy against ReLU count and against private-inference cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from relulab.plot.figure import new_figure, save_png
+
+MARKERS = "osD^vP*X"
+
+
+def _by_method(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    methods: dict[str, list[dict]] = {}
+    for row in rows:
+        methods.setdefault(row["method"], []).append(row)
+    return methods
+
+
+def pareto_figure(full: dict, rows: Sequence[dict], *, title: str = "") -> Any:
+    """Two panels: test score (mean, with the spread over seeds as error bars) against the
+    traced ReLU count, and against the estimated bytes of a 2-party private inference; one
+    line per method, the full model as a star.
+
+    ``full``: ``relus``, ``score``, ``score_std``, ``bytes``; ``rows``: per method and
+    budget ``method``, ``relus``, ``score``, ``score_std``, ``bytes``.
+    """
+    figure, axes = new_figure(1, 2, width=11.0, height=4.4, sharey=True)
+    for column, (key, label) in enumerate(
+        [("relus", "ReLU evaluations per input (traced)"),
+         ("bytes", "estimated communication per private inference (bytes)")]
+    ):  # fmt: skip
+        axis = axes[0][column]
+        for index, (method, points) in enumerate(_by_method(rows).items()):
+            points = sorted(points, key=lambda p: p[key])
+            axis.errorbar(
+                [p[key] for p in points], [100 * p["score"] for p in points],
+                yerr=[100 * p["score_std"] for p in points], marker=MARKERS[index % len(MARKERS)],
+                capsize=3, label=method,
+            )  # fmt: skip
+        axis.errorbar(
+            [full[key]], [100 * full["score"]], yerr=[100 * full["score_std"]], marker="*",
+            markersize=14, color="black", linestyle="none", label="full model",
+        )  # fmt: skip
+        axis.set_xlabel(label)
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy %")
+    axes[0][1].legend(loc="lower right", fontsize=9)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def plot_pareto(full: dict, rows: Sequence[dict], path: str | Path, **options: Any) -> Path:
+    """Write :func:`pareto_figure` as a PNG; returns the path written."""
+    return save_png(pareto_figure(full, rows, **options), path)
