@@ -20,16 +20,18 @@ def _by_method(rows: Sequence[dict]) -> dict[str, list[dict]]:
 
 def pareto_figure(full: dict, rows: Sequence[dict], *, title: str = "") -> Any:
     """Two panels: test score (mean, with the spread over seeds as error bars) against the
-    traced ReLU count, and against the estimated bytes of a 2-party private inference; one
-    line per method, the full model as a star.
+    ReLU count, and against the bytes its ReLUs and max-pools cost in a 2-party private
+    inference (:func:`relulab.budget.private.cost_model`); one line per method (a method
+    that gives the same models as another, e.g. thin on one-layer stages, lies under it),
+    the full model as a star.
 
     ``full``: ``relus``, ``score``, ``score_std``, ``bytes``; ``rows``: per method and
     budget ``method``, ``relus``, ``score``, ``score_std``, ``bytes``.
     """
     figure, axes = new_figure(1, 2, width=11.0, height=4.4, sharey=True)
     for column, (key, label) in enumerate(
-        [("relus", "ReLU evaluations per input (traced)"),
-         ("bytes", "estimated communication per private inference (bytes)")]
+        [("relus", "ReLU evaluations per input"),
+         ("bytes", "estimated 2-party traffic of ReLUs and max-pools per inference (bytes)")]
     ):  # fmt: skip
         axis = axes[0][column]
         for index, (method, points) in enumerate(_by_method(rows).items()):
