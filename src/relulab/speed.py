@@ -18,6 +18,7 @@ step time and peak memory relative to relulab's ReLU (the row ``relu``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import statistics
 import sys
@@ -366,6 +367,9 @@ def peak_memory(step: Callable[[], Any]) -> int:
     happen between ops (``[memory]`` events), replayed in time order. The profiler's own
     notes on descriptor 2 are silenced (see ``_native_stderr_silenced``).
     """
+    # Garbage from before (a cycle holding tensors) freed by a collection during the step
+    # would count as the step's own negative usage and understate its peak.
+    gc.collect()
     activities = [torch.profiler.ProfilerActivity.CPU]
     with _native_stderr_silenced():
         with torch.profiler.profile(activities=activities, profile_memory=True) as profiler:
