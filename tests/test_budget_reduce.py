@@ -69,6 +69,8 @@ def test_the_pareto_plot_is_a_png(results, tmp_path):
         (["--methods", "snll"], "unknown method 'snll'"),
         (["--task", "digitz"], "did you mean 'digits'"),
         (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--depth", "0"], "--depth must be >= 1, got 0"),
+        (["--fine-tune-epochs", "-3"], "--fine-tune-epochs must be >= 1, got -3"),
         (["-o", "/no/such/folder/p.png"], "does not exist"),
     ],
 )

@@ -33,17 +33,24 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--task", default="mnist1d", help="a bench task (default mnist1d)")
     parser.add_argument(
-        "--methods", nargs="+", default=["cull", "thin"], metavar="M", help="default: cull thin"
-    )
+        "--methods", nargs="+", default=["cull", "snl", "autorep"], metavar="M",
+        help="cull, thin (DeepReDuce), snl, autorep (default: cull snl autorep; thin differs "
+        "from cull only when stages hold several layers, see --depth)",
+    )  # fmt: skip
     parser.add_argument(
         "--budgets", nargs="+", default=["10%", "30%", "50%"], metavar="B",
         help="ReLU counts, or percentages of the full model's (default 10%% 30%% 50%%)",
     )  # fmt: skip
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
     parser.add_argument(
-        "--depth", type=int, help="group ReLU layers into stages by this many module-path parts"
-    )
-    parser.add_argument("--fine-tune-epochs", type=int, metavar="E", help="default: half")
+        "--depth", type=int,
+        help="DeepReDuce stages: ReLU layers sharing this many module-path parts "
+        "(default: each layer is a stage)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fine-tune-epochs", type=int, metavar="E",
+        help="epochs of fine-tuning after a cut (default: half the full training's)",
+    )  # fmt: skip
     parser.add_argument("-o", "--output", help="PNG of the Pareto plot (needs the plot extra)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(run=run)
@@ -71,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
     from relulab.budget.count import count_relus
     from relulab.budget.reduce import METHODS, reduce, summarise
 
-    if args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    for option in ("seeds", "depth", "fine_tune_epochs"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise UserError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     for method in args.methods:
         if method not in METHODS:
             raise UserError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
@@ -80,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         check_png_output(args.output)
     task = canonical_task_name(args.task)
     if task == "table":
-        raise UserError("--task: your own table is not available here; give a bench task")
+        raise UserError(
+            "--task: your own table is not available here; give spirals, digits, "
+            "digits_cnn or mnist1d"
+        )
     config = BenchConfig(tasks=[task], activations=["relu"], seeds=args.seeds, suite="full")
     specs = plan(config.resolved())
     data = get_task(task).data()
@@ -118,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         from relulab.plot.pareto import plot_pareto
 
-        title = f"{task}: ReLU budget vs test accuracy ({args.seeds} seed(s))"
+        seeds = f"{args.seeds} seed" + ("s" if args.seeds > 1 else "")
+        title = f"{task}: ReLU budget vs test accuracy ({seeds})"
         summary["plot"] = str(plot_pareto(full, rows, Path(args.output), title=title))
     if args.json:
         print_json(summary)
@@ -140,4 +153,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _score(row: dict) -> str:
+    if row["seeds"] < 2:  # no spread to show from one seed
+        return f"{100 * row['score']:.2f}"
     return f"{100 * row['score']:.2f} ± {100 * row['score_std']:.2f}"
