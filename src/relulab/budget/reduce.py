@@ -70,12 +70,10 @@ class Context:
 
 @dataclass
 class Reduced:
-    """A method's result: the model, its ReLUs, and its test score when the method has
-    already fine-tuned it (None: :func:`reduce` fine-tunes it with the bench's recipe)."""
+    """A method's result before fine-tuning: the model and its ReLU evaluations per input."""
 
     model: nn.Module
     relus: int
-    test_score: float | None = None
 
 
 def _deepreduce(method: str, context: Context, budget: int) -> Reduced:
@@ -85,10 +83,12 @@ def _deepreduce(method: str, context: Context, budget: int) -> Reduced:
 
 
 def _masked(method: str, context: Context, budget: int) -> Reduced:
-    """SNL or AutoReP masks on a copy of the full model, trained to the budget and
-    fine-tuned by :func:`~relulab.budget.mask_training.train_to_budget`. The count is the
-    masks' kept units: a private-inference runtime evaluates ReLU on those only (the dense
-    PyTorch module still computes relu everywhere and selects)."""
+    """SNL or AutoReP masks on a copy of the full model, trained to the budget by
+    :func:`~relulab.budget.mask_training.train_to_budget`; :func:`reduce` then fine-tunes it
+    with the bench's recipe, as it does every method's model, so that the methods differ only
+    in what they cut. The count is the masks' kept units: a private-inference runtime
+    evaluates ReLU on those only (the dense PyTorch module computes relu everywhere and
+    selects)."""
     from relulab.budget.mask_training import train_to_budget
     from relulab.budget.masks import insert_masks
 
@@ -97,10 +97,9 @@ def _masked(method: str, context: Context, budget: int) -> Reduced:
     masks = insert_masks(model, data.x_train[:2], kind=method)
     outcome = train_to_budget(
         model, masks, data, budget, method,
-        finetune_epochs=context.fine_tune_epochs, batch_size=context.spec.batch_size,
-        seed=context.spec.seed,
+        finetune_epochs=0, batch_size=context.spec.batch_size, seed=context.spec.seed,
     )  # fmt: skip
-    return Reduced(model, outcome.relu_count, outcome.test_accuracy)
+    return Reduced(model, outcome.relu_count)
 
 
 METHODS: dict[str, Callable[[Context, int], Reduced]] = {
@@ -183,9 +182,7 @@ def reduce(
             reduced = METHODS[method](context, budget)
             if reduced.relus > budget:  # the method's own promise
                 raise RuntimeError(f"{method} gave {reduced.relus} ReLUs for {budget}")
-            score = reduced.test_score
-            if score is None:
-                score = context.train(reduced.model, context.fine_tune_epochs)
+            score = context.train(reduced.model, context.fine_tune_epochs)
             results.append(
                 Reduction(
                     method,
