@@ -95,6 +95,14 @@ def _evaluate(model: nn.Module, data: TaskData) -> tuple[float, torch.Tensor]:
     return float(F.cross_entropy(logits, data.y_test)), torch.softmax(logits.double(), dim=1)
 
 
+def evaluate_test_score(spec: TrialSpec, model: nn.Module) -> float:
+    """A trained model's score on its task's test split (the metric ``run_trial`` reports)."""
+    data = spec.task.data()
+    with torch.no_grad():
+        _, probabilities = _evaluate(model, data)
+    return float(spec.task.score(probabilities, data.y_test))
+
+
 def saved_bytes_per_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """Bytes that one training step keeps alive for backward, beyond weights and the batch:
     every tensor autograd saves during the forward pass and loss, counted once."""

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
-from relulab.cli.output import check_png_output, format_table, print_json
+from relulab.cli.output import format_table, print_json
 from relulab.errors import UserError
 
 DESCRIPTION = textwrap.fill(
-    "Train a bench task's ReLU model as relulab bench --suite full does, then reduce its ReLUs "
-    "to each budget with each method (DeepReDuce cull and thin, SNL and AutoReP masks), "
-    "fine-tune every reduced model, and report its traced ReLU count, test accuracy, estimated "
-    "private-inference communication and time. Budgets are ReLU counts or percentages of the "
-    "full model's.",
+    "Train a bench task's ReLU model as relulab bench --suite full does (or take it from a "
+    "bench run made with --save-models), then reduce its ReLUs to each budget with each "
+    "method (DeepReDuce cull and thin, SNL and AutoReP masks), fine-tune every reduced model, "
+    "and report its traced ReLU count, test accuracy, estimated private-inference latency and "
+    "traffic of its nonlinear layers, and time taken. Budgets are ReLU counts or percentages "
+    "of the full model's. Everything goes in a run directory (config.json, one folder per "
+    "seed with each finished step, summary.json, table.md, pareto.png); --resume DIR "
+    "finishes an interrupted run.",
     width=88,
 )
+DEFAULTS: dict[str, Any] = {
+    "task": "mnist1d",
+    "methods": ["cull", "snl", "autorep"],
+    "budgets": ["10%", "30%", "50%"],
+    "seeds": 1,
+    "depth": None,
+    "fine_tune_epochs": None,
+    "from_run": None,
+}
+# budgets may be written -5 or -5%: read as values (and refused with the valid range), not
+# as unknown options; argparse's own matcher knows only plain negative numbers
+_NEGATIVE_BUDGET = re.compile(r"^-\d*\.?\d+%?$")
 
 
 def add_parser(subparsers) -> None:
@@ -27,21 +44,24 @@ def add_parser(subparsers) -> None:
         help="fewer ReLUs for private inference: methods x budgets, with a Pareto plot",
         description=DESCRIPTION,
         epilog="examples:\n"
-        "  relulab reduce --task mnist1d --budgets 10% 30% 50% -o pareto.png\n"
-        "  relulab reduce --task digits --methods cull --budgets 128 --seeds 3 --json",
+        "  relulab reduce --task mnist1d --budgets 10% 30% 50%\n"
+        "  relulab reduce --task digits --methods cull --budgets 128 --seeds 3 --json\n"
+        "  relulab reduce --from runs/20261128T120000Z-bench --task digits\n"
+        "  relulab reduce --resume runs/20261128T130000Z-reduce-mnist1d",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--task", default="mnist1d", help="a bench task (default mnist1d)")
+    parser._negative_number_matcher = _NEGATIVE_BUDGET
+    parser.add_argument("--task", help="a bench task (default mnist1d)")
     parser.add_argument(
-        "--methods", nargs="+", default=["cull", "snl", "autorep"], metavar="M",
+        "--methods", nargs="+", metavar="M",
         help="cull, thin (DeepReDuce), snl, autorep (default: cull snl autorep; thin differs "
         "from cull only when stages hold several layers, see --depth)",
     )  # fmt: skip
     parser.add_argument(
-        "--budgets", nargs="+", default=["10%", "30%", "50%"], metavar="B",
+        "--budgets", nargs="+", metavar="B",
         help="ReLU counts, or percentages of the full model's (default 10%% 30%% 50%%)",
     )  # fmt: skip
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 1)")
     parser.add_argument(
         "--depth", type=int,
         help="DeepReDuce stages: ReLU layers sharing this many module-path parts "
@@ -51,8 +71,18 @@ def add_parser(subparsers) -> None:
         "--fine-tune-epochs", type=int, metavar="E",
         help="epochs of fine-tuning after a cut (default: half the full training's)",
     )  # fmt: skip
-    parser.add_argument("-o", "--output", help="PNG of the Pareto plot (needs the plot extra)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--from", dest="from_run", metavar="RUN",
+        help="take the full models from this bench run (made with --save-models; its trials "
+        "TASK-relu-s0 .. s<seeds-1>) instead of training them",
+    )  # fmt: skip
+    parser.add_argument("--out", help="parent directory of new runs (default runs)")
+    parser.add_argument("--name", help="run name, appended to the timestamp (default reduce-TASK)")
+    parser.add_argument(
+        "--resume", metavar="DIR",
+        help="finish an interrupted run with the settings in its config.json",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
 
 
@@ -70,89 +100,181 @@ def _budgets(given: list[str], total: int) -> list[int]:
     return sorted(set(budgets))
 
 
-def run(args: argparse.Namespace) -> int:
-    from torch import nn
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings: the command line's over the defaults, or a resumed run's own."""
+    from relulab.bench import rundir
 
-    from relulab.bench.runner import BenchConfig, plan
-    from relulab.bench.tasks import canonical_task_name, get_task
-    from relulab.budget.count import count_relus
-    from relulab.budget.reduce import METHODS, reduce, summarise
+    given = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None}
+    if args.resume is None:
+        return {**DEFAULTS, **given}
+    if given or args.out or args.name:
+        options = [f"--{key.replace('_', '-')}" for key in given]
+        options = [o if o != "--from-run" else "--from" for o in options]
+        options += [o for o, v in (("--out", args.out), ("--name", args.name)) if v]
+        raise UserError(
+            f"--resume takes its settings from {args.resume}/config.json; drop {options[0]}"
+        )
+    config = rundir.read_config(Path(args.resume))
+    if config.get("command") != "reduce":
+        raise UserError(f"{args.resume} is not a relulab reduce run (resume it with its command)")
+    return config["settings"]
+
+
+def _check(settings: dict[str, Any]) -> None:
+    from relulab.budget.reduce import METHODS
 
     for option in ("seeds", "depth", "fine_tune_epochs"):
-        value = getattr(args, option)
+        value = settings[option]
         if value is not None and value < 1:
             raise UserError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
-    for method in args.methods:
+    for method in settings["methods"]:
         if method not in METHODS:
-            raise UserError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-    if args.output:
-        check_png_output(args.output)
-    task = canonical_task_name(args.task)
+            from relulab.registry import did_you_mean
+
+            hint = did_you_mean(method, list(METHODS)) or f" (choose from {', '.join(METHODS)})"
+            raise UserError(f"unknown method {method!r}{hint}")
+
+
+def _specs_and_models(settings: dict[str, Any]) -> tuple[list, list]:
+    """Per seed, the trial spec and the trained full model (None: to be trained here)."""
+    from relulab.bench.runner import BenchConfig, load_model, plan, trial_spec
+    from relulab.bench.tasks import canonical_task_name
+
+    task = canonical_task_name(settings["task"])
     if task == "table":
         raise UserError(
             "--task: your own table is not available here; give spirals, digits, "
             "digits_cnn or mnist1d"
         )
-    config = BenchConfig(tasks=[task], activations=["relu"], seeds=args.seeds, suite="full")
-    specs = plan(config.resolved())
-    data = get_task(task).data()
-    probe = get_task(task).model(lambda width: nn.ReLU(), data)
-    total = count_relus(probe, tuple(data.x_train.shape[1:])).total
-    budgets = _budgets(args.budgets, total)
+    if settings["from_run"] is None:
+        config = BenchConfig(
+            tasks=[task], activations=["relu"], seeds=settings["seeds"], suite="full"
+        )
+        specs = plan(config.resolved())
+        return specs, [None] * len(specs)
+    run = settings["from_run"]
+    specs = [trial_spec(run, f"{task}-relu-s{seed}") for seed in range(settings["seeds"])]
+    return specs, [load_model(run, spec) for spec in specs]
+
+
+def run(args: argparse.Namespace) -> int:
+    from torch import nn
+
+    from relulab.bench import rundir
+    from relulab.budget.count import count_relus
+    from relulab.budget.reduce import reduce, summarise
+    from relulab.optional import require
+
+    require("matplotlib", extra="plot", purpose="relulab reduce's Pareto plot")
+    settings = _settings(args)
+    _check(settings)
+    specs, models = _specs_and_models(settings)
+    task = specs[0].task
+    data = task.data()
+    input_shape = tuple(data.x_train.shape[1:])
+    total = count_relus(task.model(lambda width: nn.ReLU(), data), input_shape).total
+    budgets = _budgets([str(b) for b in settings["budgets"]], total)
+    fine_tune_epochs = settings["fine_tune_epochs"] or max(1, specs[0].epochs // 2)
+    if args.resume is None:
+        run_dir = rundir.new_run_directory(
+            Path(args.out or "runs"), args.name or f"reduce-{task.name}"
+        )
+        rundir.write_json_atomic(
+            run_dir / rundir.CONFIG,
+            {"command": "reduce", "settings": settings, **rundir.environment()},
+        )
+    else:
+        run_dir = Path(args.resume)
     start = time.perf_counter()
 
     def progress(line: str) -> None:
         print(f"  [{time.perf_counter() - start:5.0f} s] {line}", file=sys.stderr, flush=True)
 
+    print(f"run: {run_dir}", file=sys.stderr, flush=True)
     runs = []
-    for spec in specs:
-        progress(f"seed {spec.seed}")
-        runs.append(
-            reduce(spec, args.methods, budgets, args.depth, args.fine_tune_epochs, progress)
-        )
-    full, rows = summarise(runs)
-    from relulab.bench.rundir import environment
-
-    summary = {
-        "command": "relulab reduce " + " ".join(sys.argv[2:])
-        if sys.argv[1:2] == ["reduce"]
-        else "",
-        "task": task,
-        "seeds": args.seeds,
-        "methods": args.methods,
-        "budgets": budgets,
-        "epochs": specs[0].epochs,
-        "fine_tune_epochs": args.fine_tune_epochs or max(1, specs[0].epochs // 2),
-        "full": full,
-        "rows": rows,
-        **environment(),
-    }
-    if args.output:
+    with rundir.exclusive(run_dir):
+        rundir.remove_leftovers(run_dir)
+        for spec, model in zip(specs, models, strict=True):
+            progress(f"seed {spec.seed}")
+            runs.append(
+                reduce(
+                    spec, settings["methods"], budgets, settings["depth"], fine_tune_epochs,
+                    progress, full=model, directory=run_dir / f"seed-{spec.seed}",
+                )
+            )  # fmt: skip
+        full, rows = summarise(runs)
+        title = _title(task.name, len(specs))
+        summary = {
+            "task": task.name,
+            "seeds": len(specs),
+            "methods": settings["methods"],
+            "budgets": budgets,
+            "epochs": specs[0].epochs,
+            "fine_tune_epochs": fine_tune_epochs,
+            "full_model_from": settings["from_run"] or "trained here",
+            "cost_basis": "cost_model of the nonlinear layers (ReLUs, AutoReP's products, "
+            "max-pools) with CrypTen's per-operation costs measured here and a 3 ms round "
+            "trip (loopback); linear layers left out",
+            "full": full,
+            "rows": rows,
+            **rundir.environment(),
+        }
+        rundir.write_json_atomic(run_dir / "summary.json", summary)
+        headers, table = _table(full, rows)
+        rundir.write_text_atomic(run_dir / "table.md", _markdown(title, headers, table))
         from relulab.plot.pareto import plot_pareto
 
-        seeds = f"{args.seeds} seed" + ("s" if args.seeds > 1 else "")
-        title = f"{task}: ReLU budget vs test accuracy ({seeds})"
-        summary["plot"] = str(plot_pareto(full, rows, Path(args.output), title=title))
+        plot = plot_pareto(full, rows, run_dir / "pareto.png", title=title)
     if args.json:
         print_json(summary)
         return 0
-    table = [["full model", f"{full['relus']:,}", "", _score(full), f"{full['bytes']:,.0f}", ""]]
-    for row in rows:
-        table.append(
-            [row["method"], f"{row['relus']:,.0f}", f"{row['budget']:,}", _score(row),
-             f"{row['bytes']:,.0f}", f"{row['seconds']:.1f}"]
-        )  # fmt: skip
-    print(
-        format_table(
-            ["method", "ReLUs", "budget", "test accuracy %", "est. bytes", "seconds"], table
-        )
-    )
-    if args.output:
-        print(f"plot: {summary['plot']}")
+    print(format_table(headers, table))
+    print(f"\ntable: {run_dir / 'table.md'}\nplot: {plot}")
     return 0
+
+
+def _title(task: str, seeds: int) -> str:
+    return f"{task}: ReLU budget vs test accuracy ({seeds} seed{'s' if seeds > 1 else ''})"
+
+
+def _table(full: dict, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    headers = [
+        "method", "budget", "ReLUs", "test accuracy %", "est. latency ms", "est. kB", "rounds",
+        "seconds",
+    ]  # fmt: skip
+
+    def cells(row: dict) -> list[str]:
+        relus = row["relus"]
+        return [
+            f"{relus:,}" if isinstance(relus, int) else f"{relus:,.1f}",
+            _score(row),
+            f"{1e3 * row['latency_s']:.1f}",
+            f"{row['bytes'] / 1e3:,.1f}",
+            f"{row['rounds']}",
+            f"{row['seconds']:.1f}",
+        ]
+
+    table = [["full model", "", *cells(full)]]
+    table += [[row["method"], f"{row['budget']:,}", *cells(row)] for row in rows]
+    return headers, table
+
+
+def _markdown(title: str, headers: list[str], table: list[list[str]]) -> str:
+    lines = [f"# {title}", "", "| " + " | ".join(headers) + " |"]
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    lines += [
+        "",
+        "ReLUs: traced evaluations per input (mean over seeds). Test accuracy: mean ± standard "
+        "deviation over seeds. Latency, traffic (kB) and rounds: estimated online cost of the "
+        "nonlinear layers in 2-party CrypTen inference (relulab.budget.reduce.nonlinear_cost). "
+        "Seconds: the method's time per seed, fine-tuning included (for cull and thin, not "
+        "the ranking of the stages, criticality_seconds in summary.json).",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _score(row: dict) -> str:
     if row["seeds"] < 2:  # no spread to show from one seed
-        return f"{100 * row['score']:.2f}"
-    return f"{100 * row['score']:.2f} ± {100 * row['score_std']:.2f}"
+        return f"{100 * row['test_score']:.2f}"
+    return f"{100 * row['test_score']:.2f} ± {100 * row['test_score_std']:.2f}"

@@ -20,30 +20,33 @@ def _by_method(rows: Sequence[dict]) -> dict[str, list[dict]]:
 
 def pareto_figure(full: dict, rows: Sequence[dict], *, title: str = "") -> Any:
     """Two panels: test score (mean, with the spread over seeds as error bars) against the
-    ReLU count, and against the bytes its ReLUs and max-pools cost in a 2-party private
-    inference (:func:`relulab.budget.private.cost_model`); one line per method (a method
-    that gives the same models as another, e.g. thin on one-layer stages, lies under it),
-    the full model as a star.
+    ReLU count, and against the estimated online latency of the nonlinear layers in a 2-party
+    private inference (:func:`relulab.budget.reduce.nonlinear_cost`: CrypTen's costs measured
+    here, with this machine's loopback round trip); one line per method (a method that gives
+    the same models as another, e.g. thin on one-layer stages, lies under it), the full model
+    as a star.
 
-    ``full``: ``relus``, ``score``, ``score_std``, ``bytes``; ``rows``: per method and
-    budget ``method``, ``relus``, ``score``, ``score_std``, ``bytes``.
+    ``full`` and each of ``rows`` (one per method and budget, with its ``method``):
+    ``relus``, ``latency_s``, ``test_score``, ``test_score_std``.
     """
+    full = {**full, "latency_ms": 1e3 * full["latency_s"]}
+    rows = [{**row, "latency_ms": 1e3 * row["latency_s"]} for row in rows]
     figure, axes = new_figure(1, 2, width=11.0, height=4.4, sharey=True)
     for column, (key, label) in enumerate(
         [("relus", "ReLU evaluations per input"),
-         ("bytes", "estimated 2-party traffic of ReLUs and max-pools per inference (bytes)")]
+         ("latency_ms", "estimated private-inference latency of the nonlinear layers (ms)")]
     ):  # fmt: skip
         axis = axes[0][column]
         for index, (method, points) in enumerate(_by_method(rows).items()):
             points = sorted(points, key=lambda p: p[key])
             axis.errorbar(
-                [p[key] for p in points], [100 * p["score"] for p in points],
-                yerr=[100 * p["score_std"] for p in points], marker=MARKERS[index % len(MARKERS)],
-                capsize=3, label=method,
+                [p[key] for p in points], [100 * p["test_score"] for p in points],
+                yerr=[100 * p["test_score_std"] for p in points],
+                marker=MARKERS[index % len(MARKERS)], capsize=3, label=method,
             )  # fmt: skip
         axis.errorbar(
-            [full[key]], [100 * full["score"]], yerr=[100 * full["score_std"]], marker="*",
-            markersize=14, color="black", linestyle="none", label="full model",
+            [full[key]], [100 * full["test_score"]], yerr=[100 * full["test_score_std"]],
+            marker="*", markersize=14, color="black", linestyle="none", label="full model",
         )  # fmt: skip
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
