@@ -376,3 +376,35 @@ def test_a_given_model_is_trained_from_its_own_weights():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.state.items())
     assert not np.array_equal(again.probabilities, fresh.probabilities)
     assert again.result["test_score"] >= fresh.result["test_score"] - 0.05
+
+
+def test_distillation_loss_is_hintons_formula():
+    generator = torch.Generator().manual_seed(0)
+    logits, teacher = torch.randn(2, 5, 7, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 7, (5,), generator=generator)
+    temperature, weight = 3.0, 0.7
+    expected = 0.0
+    for z, t, y in zip(logits.tolist(), teacher.tolist(), labels.tolist(), strict=True):
+        soft_t = np.exp(np.array(t) / temperature) / np.exp(np.array(t) / temperature).sum()
+        soft_s = np.exp(np.array(z) / temperature) / np.exp(np.array(z) / temperature).sum()
+        kl = float(np.sum(soft_t * np.log(soft_t / soft_s)))
+        ce = -np.log(np.exp(z[y]) / np.exp(z).sum())
+        expected += ((1 - weight) * ce + weight * temperature**2 * kl) / 5
+    found = trainer.distillation_loss(logits, teacher, labels, temperature, weight)
+    assert float(found) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_teacher_guides_fine_tuning_and_is_left_unchanged():
+    spec = trainer.TrialSpec(get_task("spirals"), "relu", 0, 2, 64, 1e-2)
+    data = get_task("spirals").data()
+    full = get_task("spirals").model(lambda width: nn.ReLU(), data)
+    paired_init(full, 0)
+    trainer.run_trial(spec, model=full)
+    before = {k: v.clone() for k, v in full.state_dict().items()}
+    plain, taught = (get_task("spirals").model(lambda width: nn.ReLU(), data) for _ in range(2))
+    paired_init(plain, 1)
+    paired_init(taught, 1)
+    trainer.run_trial(spec, model=plain)
+    trainer.run_trial(spec, model=taught, teacher=full)
+    assert all(torch.equal(before[k], v) for k, v in full.state_dict().items())
+    assert not torch.equal(plain.state_dict()["net.0.weight"], taught.state_dict()["net.0.weight"])

@@ -132,12 +132,13 @@ def test_the_command_writes_its_run_directory_and_loads_a_bench_run(tmp_path, ca
     assert main(bench_argv) == 0
     (bench,) = (tmp_path / "bench").iterdir()
     argv = ["reduce", "--from", str(bench), "--task", "spirals", "--methods", "cull",
-            "--budgets", "50%", "--out", str(tmp_path / "runs"), "--json"]  # fmt: skip
+            "--budgets", "50%", "--distill", "--out", str(tmp_path / "runs"), "--json"]  # fmt: skip
     capsys.readouterr()
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["budgets"] == [64] and result["rows"][0]["relus"] == 64
     assert result["full_model_from"] == str(bench) and result["epochs"] == 2
+    assert result["distill"] is True
     assert result["versions"]["torch"] and "git" in result
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "summary.json").read_text())["rows"] == result["rows"]

@@ -287,7 +287,10 @@ EpochHook = Callable[[int, nn.Module], None]
 
 
 def run_trial(
-    spec: TrialSpec, on_epoch: EpochHook | None = None, model: nn.Module | None = None
+    spec: TrialSpec,
+    on_epoch: EpochHook | None = None,
+    model: nn.Module | None = None,
+    teacher: nn.Module | None = None,
 ) -> TrialOutcome:
     """Train and measure one trial (see the module docstring for what makes it repeatable).
 
@@ -295,10 +298,11 @@ def run_trial(
     epoch, with the model in eval mode and torch's random generator saved and restored
     around it, so that what it measures cannot change the trial's outcome. ``model``, if
     given, is trained (in place, from the weights it has) instead of the task's model for
-    ``spec.activation``: fine-tuning a model whose ReLUs were cut, say.
+    ``spec.activation``: fine-tuning a model whose ReLUs were cut, say. With a ``teacher``
+    (a trained model, left unchanged), the loss is :func:`distillation_loss` from its logits.
     """
     with _repeatable(spec.threads, spec.seed):
-        return _train(spec, on_epoch, model)
+        return _train(spec, on_epoch, model, teacher)
 
 
 def _call_hook(on_epoch: EpochHook | None, epoch: int, model: nn.Module) -> None:
@@ -311,13 +315,43 @@ def _call_hook(on_epoch: EpochHook | None, epoch: int, model: nn.Module) -> None
     model.train(was_training)
 
 
+def distillation_loss(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 4.0,
+    weight: float = 0.9,
+) -> torch.Tensor:
+    r"""Knowledge distillation (Hinton et al., 2015), as DeepReDuce and SNL fine-tune:
+
+    .. math::
+        (1 - w)\,\mathrm{CE}(z, y) + w\,T^2\,\mathrm{KL}(\mathrm{softmax}(z_t/T)\,\|\,
+        \mathrm{softmax}(z/T))
+
+    the :math:`T^2` keeping the soft term's gradient on the scale of the hard one's.
+    """
+    soft = F.kl_div(
+        F.log_softmax(logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    hard = F.cross_entropy(logits, labels)
+    return (1 - weight) * hard + weight * temperature**2 * soft
+
+
 def _train(
-    spec: TrialSpec, on_epoch: EpochHook | None = None, model: nn.Module | None = None
+    spec: TrialSpec,
+    on_epoch: EpochHook | None = None,
+    model: nn.Module | None = None,
+    teacher: nn.Module | None = None,
 ) -> TrialOutcome:
     data = spec.task.data()
     if model is None:
         model = spec.task.model(functools.partial(activation_for_width, spec.activation), data)
         paired_init(model, spec.seed)
+    if teacher is not None:
+        teacher.eval()
     schedule = spec.task.schedule(spec.epochs, spec.batch_size, spec.learning_rate)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=schedule.learning_rate, weight_decay=schedule.weight_decay
@@ -336,7 +370,13 @@ def _train(
         start = time.perf_counter()
         total_loss = 0.0
         for batch in torch.randperm(len(data.y_train), generator=order).split(spec.batch_size):
-            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+            logits = model(data.x_train[batch])
+            if teacher is None:
+                loss = F.cross_entropy(logits, data.y_train[batch])
+            else:
+                with torch.no_grad():
+                    teacher_logits = teacher(data.x_train[batch])
+                loss = distillation_loss(logits, teacher_logits, data.y_train[batch])
             loss = loss + _auxiliary_loss(model)
             if not torch.isfinite(loss):
                 status, diverged_at = "diverged", epoch

@@ -111,10 +111,11 @@ class Context:
     criticality: list[float] | None = None
     criticality_seconds: float = 0.0
 
-    def train(self, model: nn.Module, epochs: int) -> float:
-        """Train ``model`` in place with the bench's recipe; its test score."""
+    def train(self, model: nn.Module, epochs: int, teacher: nn.Module | None = None) -> float:
+        """Train ``model`` in place with the bench's recipe (distilled from ``teacher`` if
+        given); its test score."""
         spec = dataclasses.replace(self.spec, epochs=epochs)
-        return float(run_trial(spec, model=model).result["test_score"])
+        return float(run_trial(spec, model=model, teacher=teacher).result["test_score"])
 
     def order(self) -> list[int]:
         """Stages, most critical first: test score with only that stage's ReLUs kept."""
@@ -242,13 +243,16 @@ def reduce(
     *,
     full: nn.Module | None = None,
     directory: str | Path | None = None,
+    distill: bool = False,
 ) -> tuple[dict[str, Any], list[Reduction]]:
     """Train ``spec``'s full ReLU model (or take ``full``, trained), then reduce it to every
     budget with every method.
 
     Returns the full model's record (ReLUs, test score, cost) and one :class:`Reduction` per
-    method and budget. ``fine_tune_epochs`` defaults to half the spec's epochs. With a
-    ``directory``, finished steps are kept there and reused (see the module's docstring).
+    method and budget. ``fine_tune_epochs`` defaults to half the spec's epochs; with
+    ``distill``, fine-tuning distils from the full model
+    (:func:`~relulab.bench.trainer.distillation_loss`). With a ``directory``, finished steps
+    are kept there and reused (see the module's docstring).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -296,7 +300,8 @@ def reduce(
                 reduced = METHODS[method](context, budget)
                 if reduced.relus > budget:  # the method's own promise
                     raise RuntimeError(f"{method} gave {reduced.relus} ReLUs for {budget}")
-                score = context.train(reduced.model, context.fine_tune_epochs)
+                teacher = context.full if distill else None
+                score = context.train(reduced.model, context.fine_tune_epochs, teacher)
                 seconds = time.perf_counter() - start
                 found = Reduction(method, budget, reduced.relus, score, seconds, reduced.cost)
                 return dataclasses.asdict(found)

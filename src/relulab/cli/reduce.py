@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "depth": None,
     "fine_tune_epochs": None,
     "from_run": None,
+    "distill": False,
 }
 # budgets may be written -5 or -5%: read as values (and refused with the valid range), not
 # as unknown options; argparse's own matcher knows only plain negative numbers
@@ -75,6 +76,11 @@ def add_parser(subparsers) -> None:
         "--from", dest="from_run", metavar="RUN",
         help="take the full models from this bench run (made with --save-models; its trials "
         "TASK-relu-s0 .. s<seeds-1>) instead of training them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--distill", action="store_true", default=None,
+        help="fine-tune every reduced model by distillation from the full model (T=4, "
+        "weight 0.9), as DeepReDuce and SNL do",
     )  # fmt: skip
     parser.add_argument("--out", help="parent directory of new runs (default runs)")
     parser.add_argument("--name", help="run name, appended to the timestamp (default reduce-TASK)")
@@ -200,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
                 reduce(
                     spec, settings["methods"], budgets, settings["depth"], fine_tune_epochs,
                     progress, full=model, directory=run_dir / f"seed-{spec.seed}",
+                    distill=settings["distill"],
                 )
             )  # fmt: skip
         full, rows = summarise(runs)
@@ -212,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
             "epochs": specs[0].epochs,
             "fine_tune_epochs": fine_tune_epochs,
             "full_model_from": settings["from_run"] or "trained here",
+            "distill": settings["distill"],
             "cost_basis": "cost_model of the nonlinear layers (ReLUs, AutoReP's products, "
             "max-pools) with CrypTen's per-operation costs measured here and a 3 ms round "
             "trip (loopback); linear layers left out",
