@@ -264,3 +264,74 @@ def test_check_budget_names_the_valid_range():
             check_budget(bad, 10)
     with pytest.raises(UserError, match="no ReLUs"):
         check_budget(1, 0)
+
+
+class HandWritten(nn.Module):
+    """ReLUs written without F.relu, each on a Linear(4, 6)'s output: 6 outputs per call."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(4, 6)
+
+    def forward(self, x):
+        a, b, zero = self.a(x), self.b(x), torch.zeros(())
+        counted = a.clamp_min(0) + torch.clamp_max(a, 1.0) + torch.maximum(a, zero)  # 6 each
+        counted = counted + torch.max(zero, a) + torch.where(a > 0, a, 0.0)  # 6 each
+        counted = counted + F.hardswish(a)  # relu6 inside: 2 per output
+        maybe = torch.maximum(a, b) + b * (b > 0) + torch.where(b > 0, b, 0.1 * b)
+        return counted + maybe
+
+
+def test_relus_written_by_hand_are_counted_or_named_never_dropped():
+    result = count_relus(HandWritten(), (4,))
+    assert [(layer.name.partition(": ")[2], layer.kind, layer.count) for layer in result.relus] == [
+        ("Tensor.clamp_min", "clamp", 6),
+        ("torch.clamp_max", "clamp", 6),
+        ("torch.maximum", "clamp", 6),
+        ("torch.max", "clamp", 6),
+        ("torch.where", "relu", 6),  # its comparison a > 0 is the ReLU: not counted twice
+        ("F.hardswish", "clamp", 12),
+    ]
+    assert result.total == 5 * 6 + 12
+    # a max of two computed tensors, a product with a comparison, and a where that is a
+    # leaky ReLU (its other branch is computed): named, one line for the module
+    assert [layer.name.partition(": ")[2] for layer in result.hidden] == [
+        "torch.maximum",
+        "Tensor.gt",
+        "Tensor.gt",
+        "torch.where",
+    ]
+    assert result.warnings == [
+        "possible hidden ReLU: torch.maximum, Tensor.gt, torch.where in model (HandWritten)"
+    ]
+    assert result.to_dict()["warnings"] == result.warnings
+
+
+def test_hidden_relu_warnings_name_the_submodule():
+    class MaxOfTwo(nn.Module):
+        def forward(self, x):
+            return torch.max(x, x.flip(1)), x.max()  # computed against computed; a reduction
+
+    net = nn.Sequential(nn.Linear(3, 5), MaxOfTwo())
+    result = count_relus(net, (3,))
+    assert result.total == 0
+    assert result.warnings == ["possible hidden ReLU: torch.max, Tensor.max in 1 (MaxOfTwo)"]
+
+
+@pytest.mark.parametrize(
+    ("name", "breaks"),
+    [
+        ("hard_swish", 2),  # x·relu6(x + 3)/6: comparisons at -3 and 3
+        ("hard_sigmoid", 2),  # its formula clamps twice at ±3 (for the gradient): still 2
+        ("hard_mish", 2),  # clamp(x + 2, 0, 2)
+        ("smelu", 2),  # pieces meet at -β and β
+        ("squared_relu", 1),  # relu(x)²
+        ("relu6", 2),
+        ("gelu", 0),  # smooth: its clamp keeps erfc's argument in range
+    ],
+)
+def test_relulab_piecewise_activations_count_their_breakpoints(name, breaks):
+    net = nn.Sequential(nn.Linear(3, 5), get_activation(name))
+    result = count_relus(net, (3,))
+    assert result.total == 5 * breaks
+    assert result.warnings == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import textwrap
 
 import pytest
@@ -109,8 +110,8 @@ def test_own_factory_with_task_shape_and_checkpoint_lists_softmax(factory, capsy
     argv = ["--factory", f"{factory / 'nets.py'}:make_mlp", "--task", "digits"]
     result = as_json(capsys, *argv, "--checkpoint", str(factory / "mlp.pt"))
     assert result["total_relus"] == 20
-    assert [(c["name"], c["units"]) for c in result["not_counted"]] == [
-        ("3 (Softmax): F.softmax", 10)
+    assert [(c["layer"], c["call"], c["outputs"]) for c in result["not_counted"]] == [
+        ("3 (Softmax)", "F.softmax", 10)
     ]
     assert cli(*argv) == 0
     assert "not counted (not ReLU-like): F.softmax (1 call, 10 outputs)" in capsys.readouterr().out
@@ -131,6 +132,10 @@ def test_own_factory_with_task_shape_and_checkpoint_lists_softmax(factory, capsy
         (("--model", "resnet18", "--act", "rleu"), "unknown activation 'rleu'"),
         (("--checkpoint", "x.pt", "--task", "digits"), "--checkpoint needs --factory"),
         (("--task", "digitz"), "digits"),
+        (
+            ("--model", "resnet18", "--input-shape", "32", "32"),
+            r"first layer, stem.0 \(Conv2d\), takes inputs of shape \(3, H, W\)",
+        ),
     ],
 )
 def test_bad_input_is_one_user_error(argv, message):
@@ -146,7 +151,10 @@ def test_factory_relative_argument_errors(factory):
     with pytest.raises(UserError, match=r"--input-shape or --task for the shape .*not both"):
         cli("--factory", where, "--input-shape", "3", "8", "8", "--task", "digits")
     torch.save({"weight": torch.zeros(2)}, factory / "bad.pt")
-    with pytest.raises(UserError, match="does not fit the factory's model"):
+    # make_net's keys: 0.weight, 0.bias, 4.weight, 4.bias
+    with pytest.raises(
+        UserError, match=r"model: missing key '0.weight', unexpected key 'weight' \(and 3 more\)"
+    ):
         cli(
             "--factory",
             where,
@@ -171,5 +179,69 @@ def test_a_trial_of_a_bench_run_is_counted_with_its_activation(tmp_path, capsys)
     assert result["max_pool_comparisons"] == 32 * 16 * 3
     with pytest.raises(UserError, match="--act is for --model and --task"):
         cli(str(run), "digits_cnn-leaky_relu-s0", "--act", "relu")
-    with pytest.raises(UserError, match="give a run directory and one of its trials"):
+    # without TRIAL: the run's trials are listed (this run has one)
+    with pytest.raises(UserError, match=rf"one of the trials of {run}: digits_cnn-leaky_relu-s0$"):
         cli(str(run))
+
+
+TOP_LEVEL = """
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+class CNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):  # 1x8x8 -> 4x8x8 relu -> pool 4x4x4 (3 per output) -> 4x4x4 relu
+        x = self.pool(F.relu(self.conv1(x)))
+        x = F.relu(self.conv2(x))
+        return (x * (x > 0)).flatten(1)  # a ReLU the trace cannot tell from a gate
+
+def make():
+    return CNN()
+"""
+
+
+def test_table_names_top_level_calls_in_order_right_aligned(tmp_path, capsys):
+    (tmp_path / "cnn.py").write_text(TOP_LEVEL)
+    where = f"{tmp_path / 'cnn.py'}:make"
+    assert cli("--factory", where, "--input-shape", "1", "8", "8") == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    header = lines[1].split()
+    assert header == ["#", "layer", "call", "kind", "outputs", "count", "percent"]
+    rows = [line.split() for line in lines[3:6]]
+    assert [row[0] for row in rows] == ["0", "1", "2"]  # in execution order
+    assert re.match(r"0 +CNN\.forward +F\.relu #1 ", lines[3]), lines[3]
+    assert re.match(r"1 +pool \(MaxPool2d\) +F\.max_pool2d ", lines[4]), lines[4]
+    assert re.match(r"2 +CNN\.forward +F\.relu #2 ", lines[5]), lines[5]
+    assert [row[-3:] for row in rows] == [
+        ["256", "256", "80.0%"],  # 4·8·8
+        ["64", "192", "apart"],  # 4·4·4 windows of 4
+        ["64", "64", "20.0%"],  # 4·4·4
+    ]
+    # right-aligned: every number of a column ends where its header does
+    for word in ("outputs", "count", "percent"):
+        end = lines[1].index(word) + len(word)
+        assert all(line[end - 1] != " " and line[end : end + 1] in (" ", "") for line in lines[3:6])
+    # x * (x > 0) is not counted, but named on stderr, one line for the module
+    assert captured.err.splitlines() == [
+        "relulab count: warning: possible hidden ReLU: Tensor.gt in model (CNN)"
+    ]
+    result = as_json(capsys, "--factory", where, "--input-shape", "1", "8", "8")
+    assert set(result["layers"][0]) == {
+        "index",
+        "layer",
+        "call",
+        "kind",
+        "outputs",
+        "count",
+        "percent",
+    }
+    assert [layer["index"] for layer in result["layers"]] == [0, 1, 2]
+    assert result["warnings"] == ["possible hidden ReLU: Tensor.gt in model (CNN)"]
+    assert result["total_relus"] == 320

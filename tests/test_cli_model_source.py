@@ -62,6 +62,39 @@ def test_checkpoint_that_does_not_fit_is_one_line(checkpoint, capsys):
     assert main(["regions", *argv, "--task", "spirals"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit the factory's model" in err[0], err
+    # the line names what does not fit, not only torch's header ("Error(s) in loading ...")
+    # Linear(2, 5) has weight and bias; the file has 0.weight, 0.bias, 2.weight, 2.bias
+    assert "missing key 'weight', unexpected key '0.weight' (and 4 more)" in err[0], err
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        # net.pt's own weights, one of them cut short: the size mismatch names both shapes
+        ({"2.bias": torch.zeros(4)}, "size mismatch for '2.bias': (4,) in the file, (3,) in"),
+        ({"0.weight": None}, "missing key '0.weight', unexpected key 'extra'"),
+    ],
+)
+def test_checkpoint_mismatch_names_the_first_key(checkpoint, state, expected, capsys):
+    folder, net = checkpoint
+    weights = net.state_dict()
+    weights.update({k: v for k, v in state.items() if v is not None})
+    for key in [k for k, v in state.items() if v is None]:
+        weights["extra"] = weights.pop(key)
+    torch.save(weights, folder / "changed.pt")
+    argv = ["--checkpoint", str(folder / "changed.pt"), "--factory", f"{folder}/nets.py:make_net"]
+    line = _error_line([*argv, "--task", "spirals"], capsys)
+    assert "does not fit the factory's model: " + expected in line, line
+
+
+def test_factory_module_name_of_a_file_in_the_working_directory_hints_the_file(
+    checkpoint, monkeypatch, capsys
+):
+    folder, _ = checkpoint
+    monkeypatch.chdir(folder)
+    argv = ["--checkpoint", "net.pt", "--factory", "nets:make_net", "--task", "spirals"]
+    line = _error_line(argv, capsys)
+    assert line.endswith("No module named 'nets'; did you mean nets.py:make_net?"), line
 
 
 def _error_line(argv, capsys) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,12 @@ RULES = {
     "relu, leaky_relu, prelu, abs": "one ReLU evaluation (comparison) per output",
     "clamp (relu6, hardtanh, clamp/clip)": "one per bound per output: relu6 is 2",
     "max (max-pooling)": "k - 1 comparisons per output of a window of k inputs; apart",
+    "max/min/clamp_min/clamp_max of a computed tensor and a constant": "one per output",
+    "where(x > c, x, constant)": "one per output (kind relu)",
+    "F.hardswish, F.hardsigmoid": "relu6 inside: 2 per output",
     "other": "not counted: listed so that what the budget leaves out is in sight",
+    "warnings": "max or min of two computed tensors, comparisons feeding a product, where "
+    "with a computed branch: may be ReLUs, so named (one line per module), not counted",
 }
 
 
@@ -101,7 +107,7 @@ def _task_shape(name: str) -> tuple[Any, Any, tuple[int, ...]]:
 
 
 def _own(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...], str]:
-    from relulab.cli.model_source import build_model, load_state_file
+    from relulab.cli.model_source import build_model, load_weights
 
     if args.act:
         raise UserError("--act is for --model and --task; your --factory makes its own")
@@ -112,14 +118,7 @@ def _own(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...], str]:
     name = args.factory
     if args.checkpoint:
         path = Path(args.checkpoint)
-        try:
-            model.load_state_dict(load_state_file(path))
-        except (RuntimeError, TypeError, AttributeError) as error:
-            lines = str(error).strip().splitlines()
-            detail = lines[0] if lines else type(error).__name__
-            raise UserError(
-                f"--checkpoint {path} does not fit the factory's model: {detail}"
-            ) from error
+        load_weights(model, path)
         name = f"{args.factory} ({path.name})"
     return model, shape, name
 
@@ -163,8 +162,8 @@ def load(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...], str]:
         spec, activation = _activation(args)
         task, data, shape = _task_shape(args.task)
         return task.model(activation, data), shape, f"{task.name} ({spec})"
-    if not (args.run_dir and args.trial):
-        raise UserError("give a run directory and one of its trials (relulab bench --save-models)")
+    if not args.trial:
+        raise UserError(f"give one of the trials of {args.run_dir}{_trials_of(args.run_dir)}")
     if args.act:
         raise UserError("--act is for --model and --task; a trial has its own activation")
     from relulab.bench.runner import load_model, trial_spec
@@ -174,16 +173,65 @@ def load(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...], str]:
     return load_model(args.run_dir, spec), shape, args.trial
 
 
+def _trials_of(run_dir: str, shown: int = 5) -> str:
+    """``": a, b, c, ..."``: the first trials of a run whose models were saved."""
+    from relulab.bench import rundir
+    from relulab.bench.runner import BenchConfig, plan
+
+    run = Path(run_dir)
+    config = BenchConfig.from_dict(rundir.read_config(run)["config"])
+    saved = [
+        spec.trial_id
+        for spec in plan(config)
+        if (rundir.trial_directory(run, spec.trial_id) / rundir.MODEL).is_file()
+    ]
+    if not saved:
+        return " (it has no saved models: make the run with relulab bench --save-models)"
+    return ": " + ", ".join(saved[:shown]) + (", ..." if len(saved) > shown else "")
+
+
+def _where(module: str) -> str:
+    """A site's module part as the table shows it: the model's own calls (``"model
+    (CNN)"``) are made by its forward, ``"CNN.forward"``."""
+    if module.startswith("model (") and module.endswith(")"):
+        return f"{module[len('model (') : -1]}.forward"
+    return module
+
+
+def _right(rows: list[list[str]], headers: list[str], columns: tuple[int, ...]) -> None:
+    """Right-align the number columns in place (format_table pads cells on the right)."""
+    for column in columns:
+        width = max(len(headers[column]), *(len(row[column]) for row in rows))
+        for row in rows:
+            row[column] = row[column].rjust(width)
+
+
 def _table(result: Any) -> str:
     total = result.total
+    layers = sorted(result.relus + result.max_pools, key=lambda layer: layer.index)
+    # a call's number among the same calls of its module, where there are several
+    calls = [layer.name for layer in layers]
+    seen: dict[str, int] = {}
     rows = []
-    for layer in result.relus + result.max_pools:
+    for layer in layers:
         module, _, call = layer.name.partition(": ")
+        seen[layer.name] = seen.get(layer.name, 0) + 1
+        if calls.count(layer.name) > 1:
+            call = f"{call} #{seen[layer.name]}"
         share = f"{100 * layer.count / total:.1f}%" if layer.kind != "max" else "apart"
         rows.append(
-            [layer.index, module, call, layer.kind, f"{layer.units:,}", f"{layer.count:,}", share]
+            [
+                str(layer.index),
+                _where(module),
+                call,
+                layer.kind,
+                f"{layer.units:,}",
+                f"{layer.count:,}",
+                share,
+            ]
         )
-    headers = ["#", "layer", "call", "kind", "outputs", "count", "% of ReLUs"]
+    headers = ["#", "layer", "call", "kind", "outputs", "count", "percent"]
+    _right(rows, headers, (0, 4, 5, 6))
     return format_table(headers, rows)
 
 
@@ -192,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
 
     model, shape, name = load(args)
     result = count_relus(model, shape)
+    for warning in result.warnings:  # one line per module, on stderr (also in the JSON)
+        print(f"relulab count: warning: {warning}", file=sys.stderr)
     if args.json:
         print_json({"model": name, **result.to_dict(), "rules": RULES})
         return 0
@@ -203,9 +253,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"total: {result.total:,} ReLU evaluations" + (f" ({kinds})" if kinds else ""))
     if result.max_pools:
         print(f"max-pool comparisons: {result.max_pool_comparisons:,} (apart from the total)")
-    if result.uncounted:  # by call, in order of first use; --json lists each
+    plain = [layer for layer in result.uncounted if not layer.hidden]  # the rest: warnings
+    if plain:  # by call, in order of first use; --json lists each
         calls: dict[str, list[int]] = {}
-        for layer in result.uncounted:
+        for layer in plain:
             seen = calls.setdefault(layer.name.partition(": ")[2], [0, 0])
             seen[0] += 1
             seen[1] += layer.units

@@ -99,6 +99,11 @@ def _load_module(reference: str, where: str) -> ModuleType:
         return importlib.import_module(where)
     except Exception as error:  # not found, or the user's module failed while importing
         message = f"--factory {reference}: cannot import {where}: {_described(error)}"
+        # a module name is looked up on sys.path, which holds relulab's script's folder, not
+        # the working directory: the file the user meant is right there
+        file = Path(*where.split(".")).with_suffix(".py")
+        if isinstance(error, ModuleNotFoundError) and file.is_file():
+            message += f"; did you mean {file}:{reference.rpartition(':')[2]}?"
         raise UserError(message) from error
 
 
@@ -157,6 +162,42 @@ def load_state_file(path: Path) -> dict:
     return state
 
 
+def _mismatch(model: nn.Module, state: dict) -> str | None:
+    """The first way ``state`` does not fit ``model`` (a missing or unexpected key, a size
+    mismatch), with how many more there are; None if its keys and shapes fit."""
+    expected = model.state_dict()
+    missing = [f"missing key {key!r}" for key in expected if key not in state]
+    unexpected = [f"unexpected key {key!r}" for key in state if key not in expected]
+    sizes = []
+    for key, value in state.items():
+        want = expected.get(key)
+        shape = getattr(value, "shape", None)
+        if want is not None and shape is not None and tuple(shape) != tuple(want.shape):
+            sizes.append(
+                f"size mismatch for {key!r}: {tuple(shape)} in the file, "
+                f"{tuple(want.shape)} in the model"
+            )
+    # the first of each kind: a missing '0.weight' with an unexpected 'weight' tells the cause
+    shown = [kind[0] for kind in (missing, unexpected, sizes) if kind]
+    if not shown:
+        return None
+    more = len(missing) + len(unexpected) + len(sizes) - len(shown)
+    return ", ".join(shown) + (f" (and {more} more)" if more else "")
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load the state dict in ``path`` into ``model``; a file that does not fit it is one
+    line naming the first missing or unexpected key or size mismatch (torch's own message
+    lists them on later lines, after a header that says nothing)."""
+    state = load_state_file(path)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        detail = _mismatch(model, state) or _first_line(error) or type(error).__name__
+        message = f"--checkpoint {path} does not fit the factory's model: {detail}"
+        raise UserError(message) from error
+
+
 def _check_fits_task(model: nn.Module, data: TaskData, factory: str, task: str) -> None:
     """Run the model on one training example so that a model meant for another task's data
     fails here, in one line, rather than deep inside a geometry command."""
@@ -191,14 +232,7 @@ def _own_model(args: argparse.Namespace) -> ModelSource:
         raise UserError(f"--task {args.task}: your own table is not available here; use a run")
     model = build_model(args.factory)
     path = Path(args.checkpoint)
-    state = load_state_file(path)
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        first = _ANSI.sub("", str(error)).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        message = f"--checkpoint {path} does not fit the factory's model: {detail}"
-        raise UserError(message) from error
+    load_weights(model, path)
     model.eval()
     data = get_task(args.task).data()
     _check_fits_task(model, data, args.factory, args.task)
