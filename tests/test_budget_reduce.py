@@ -152,3 +152,14 @@ def test_the_command_writes_its_run_directory_and_loads_a_bench_run(tmp_path, ca
     saved = json.loads((bench / "trials" / "spirals-relu-s0" / "result.json").read_text())
     assert result["full"]["test_score"] == pytest.approx(saved["test_score"])
     assert evaluate_test_score(spec, load_model(bench, spec)) == pytest.approx(saved["test_score"])
+
+
+def test_a_cut_does_not_depend_on_what_ran_before_it():
+    import torch
+
+    config = BenchConfig(tasks=["spirals"], activations=["relu"], seeds=1, suite="full")
+    spec = dataclasses.replace(plan(config.resolved())[0], epochs=2)
+    first = reduce(spec, ["autorep"], [12], fine_tune_epochs=1)
+    torch.rand(1000)  # the global generator moves on, as other work would move it
+    again = reduce(spec, ["autorep"], [12], fine_tune_epochs=1)
+    assert again[1][0].test_score == first[1][0].test_score

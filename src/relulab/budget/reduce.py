@@ -196,7 +196,9 @@ def _masked(method: str, context: Context, budget: int) -> Reduced:
 
     model = copy.deepcopy(context.full)
     data = context.spec.task.data()
-    masks = insert_masks(model, data.x_train[:2], kind=method)
+    with torch.random.fork_rng(devices=[]):  # AutoReP's gates start random: from the seed
+        torch.manual_seed(context.spec.seed)
+        masks = insert_masks(model, data.x_train[:2], kind=method)
     outcome = train_to_budget(
         model, masks, data, budget, method,
         finetune_epochs=0, batch_size=context.spec.batch_size, seed=context.spec.seed,
