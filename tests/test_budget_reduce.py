@@ -52,7 +52,7 @@ def test_summary_is_the_mean_and_spread_over_seeds(results):
     row = next(r for r in rows if (r["method"], r["budget"]) == ("snl", 64))
     found = [r.test_score for _, rs in results for r in rs if (r.method, r.budget) == ("snl", 64)]
     assert row["test_score"] == pytest.approx(np.mean(found))
-    assert row["test_score_std"] == pytest.approx(np.std(found))
+    assert row["test_score_std"] == pytest.approx(np.std(found, ddof=1))  # as the bench's
 
 
 def test_the_nonlinear_cost_adds_the_measured_per_operation_costs():
@@ -72,8 +72,8 @@ def test_an_interrupted_run_resumes_from_its_finished_steps(tmp_path, monkeypatc
     spec = dataclasses.replace(plan(config.resolved())[0], epochs=2)
     first = reduce(spec, ["cull", "snl"], [12], fine_tune_epochs=1, directory=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "criticality-net.1.json", "criticality-net.3.json", "cull-12.json", "full.json",
-        "full.pt", "snl-12.json",
+        "criticality-net.1.json", "criticality-net.3.json", "cull-12.json", "cull-12.pt",
+        "full.json", "full.pt", "snl-12.json", "snl-12.pt",
     ]  # fmt: skip
     (tmp_path / "snl-12.json").unlink()  # as if killed while SNL ran
 
@@ -90,6 +90,7 @@ def test_an_interrupted_run_resumes_from_its_finished_steps(tmp_path, monkeypatc
     assert again[0]["test_score"] == first[0]["test_score"]
     assert again[1][0] == first[1][0]  # cull's record read back, not recomputed
     assert again[1][1].relus == 12
+    assert again[1][0].kept == {"layers": []} and sum(again[1][1].kept["relus_per_mask"]) == 12
 
 
 def test_the_pareto_plot_is_a_png(results, tmp_path):
@@ -142,7 +143,20 @@ def test_the_command_writes_its_run_directory_and_loads_a_bench_run(tmp_path, ca
     assert result["versions"]["torch"] and "git" in result
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "summary.json").read_text())["rows"] == result["rows"]
-    assert "| cull | 64 | 64 |" in (run / "table.md").read_text()
+    assert "| cull | 64 (50%) | 64 |" in (run / "table.md").read_text()
+    capsys.readouterr()
+    # a reduce run is not a bench run: one line, not a KeyError
+    assert main(["reduce", "--from", str(run), "--task", "spirals"]) == 2
+    assert "is a relulab reduce run, not a bench run" in capsys.readouterr().err
+    # a resumed run is recorded, and a method named twice is one method
+    assert main(["reduce", "--resume", str(run), "--json"]) == 0
+    assert len(json.loads((run / "config.json").read_text())["resumes"]) == 1
+    capsys.readouterr()
+    argv = ["reduce", "--task", "spirals", "--methods", "cull", "cull", "--budgets", "64",
+            "--fine-tune-epochs", "1", "--out", str(tmp_path / "runs2"), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    twice = json.loads(capsys.readouterr().out)
+    assert twice["methods"] == ["cull"] and twice["rows"][0]["seeds"] == 1
     assert (run / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the bench run's model, not a new one: its saved test score is the full model's
     from relulab.bench.runner import load_model, trial_spec

@@ -209,7 +209,11 @@ def plan(config: BenchConfig) -> list[TrialSpec]:
 def trial_spec(run: str | Path, trial: str) -> TrialSpec:
     """The spec of one trial of a run (its task, activation, seed, schedule)."""
     run = Path(run)
-    config = BenchConfig.from_dict(rundir.read_config(run)["config"])
+    recorded = rundir.read_config(run)
+    if "config" not in recorded:  # another command's run directory (relulab reduce's, say)
+        kind = f"relulab {recorded['command']}" if "command" in recorded else "another kind of"
+        raise UserError(f"{run} is a {kind} run, not a bench run (relulab bench --save-models)")
+    config = BenchConfig.from_dict(recorded["config"])
     specs = {spec.trial_id: spec for spec in plan(config)}
     if trial not in specs:
         hint = did_you_mean(trial, list(specs)) or f" (trials: {', '.join(list(specs)[:5])}, ...)"

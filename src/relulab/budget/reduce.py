@@ -88,13 +88,16 @@ class Steps:
 
         def train_and_save() -> dict:
             value = train(model)
-            if self.directory is not None:  # weights first: the record marks the step done
-                buffer = io.BytesIO()
-                torch.save(model.state_dict(), buffer)
-                rundir.write_bytes_atomic(self.directory / f"{name}.pt", buffer.getvalue())
+            self.save_weights(name, model)  # before the record, which marks the step done
             return value
 
         return self.record(name, train_and_save)
+
+    def save_weights(self, name: str, model: nn.Module) -> None:
+        if self.directory is not None:
+            buffer = io.BytesIO()
+            torch.save(model.state_dict(), buffer)
+            rundir.write_bytes_atomic(self.directory / f"{name}.pt", buffer.getvalue())
 
 
 @dataclass
@@ -144,6 +147,7 @@ class Reduced:
     model: nn.Module
     relus: int
     cost: dict[str, Any]
+    kept: dict[str, Any] = field(default_factory=dict)
 
 
 def nonlinear_cost(
@@ -181,7 +185,8 @@ def traced_cost(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, dict
 def _deepreduce(method: str, context: Context, budget: int) -> Reduced:
     chosen = plan(context.stages, context.order(), budget, method)
     model = linearized(context.full, chosen.keep, context.stages)
-    return Reduced(model, *traced_cost(model, context.input_shape))
+    kept = {"layers": list(chosen.keep)}
+    return Reduced(model, *traced_cost(model, context.input_shape), kept)
 
 
 def _masked(method: str, context: Context, budget: int) -> Reduced:
@@ -212,7 +217,7 @@ def _masked(method: str, context: Context, budget: int) -> Reduced:
         pools.max_pool_comparisons,
         len(pools.max_pools),
     )
-    return Reduced(model, outcome.relu_count, cost)
+    return Reduced(model, outcome.relu_count, cost, {"relus_per_mask": kept})
 
 
 METHODS: dict[str, Callable[[Context, int], Reduced]] = {
@@ -233,6 +238,7 @@ class Reduction:
     test_score: float
     seconds: float
     cost: dict[str, Any] = field(default_factory=dict)
+    kept: dict[str, Any] = field(default_factory=dict)
 
 
 def reduce(
@@ -305,7 +311,10 @@ def reduce(
                 teacher = context.full if distill else None
                 score = context.train(reduced.model, context.fine_tune_epochs, teacher)
                 seconds = time.perf_counter() - start
-                found = Reduction(method, budget, reduced.relus, score, seconds, reduced.cost)
+                found = Reduction(
+                    method, budget, reduced.relus, score, seconds, reduced.cost, reduced.kept
+                )
+                steps.save_weights(f"{method}-{budget}", reduced.model)
                 return dataclasses.asdict(found)
 
             results.append(Reduction(**steps.record(f"{method}-{budget}", cut)))
@@ -320,12 +329,13 @@ def _mean(values: Sequence[float]) -> float | int:
 
 
 def _stats(records: Sequence[dict]) -> dict[str, Any]:
-    """Means (and the score's standard deviation, 0 for one seed) over seeds."""
+    """Means over seeds, and the score's sample standard deviation (ddof 1, as the bench's
+    statistics; 0 for one seed)."""
     scores = [r["test_score"] for r in records]
     return {
         "relus": _mean([r["relus"] for r in records]),
         "test_score": float(np.mean(scores)),
-        "test_score_std": float(np.std(scores)),
+        "test_score_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
         **{key: _mean([r["cost"][key] for r in records]) for key in ("bytes", "rounds")},
         "latency_s": float(np.mean([r["cost"]["latency_s"] for r in records])),
         "seconds": float(np.mean([r["seconds"] for r in records])),
@@ -344,4 +354,8 @@ def summarise(runs: Sequence[tuple[dict, Sequence[Reduction]]]) -> tuple[dict, l
         {"method": method, "budget": budget, **_stats(found)}
         for (method, budget), found in cells.items()
     ]
-    return _stats([full for full, _ in runs]), rows
+    fulls = [full for full, _ in runs]
+    full = _stats(fulls)
+    if all("criticality_seconds" in f for f in fulls):
+        full["criticality_seconds"] = float(np.mean([f["criticality_seconds"] for f in fulls]))
+    return full, rows

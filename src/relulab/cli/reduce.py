@@ -65,8 +65,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (default 1)")
     parser.add_argument(
         "--depth", type=int,
-        help="DeepReDuce stages: ReLU layers sharing this many module-path parts "
-        "(default: each layer is a stage)",
+        help="DeepReDuce stages: ReLU layers whose module paths agree in their first N parts "
+        "form one stage (smaller N, coarser stages; default: each layer is a stage)",
     )  # fmt: skip
     parser.add_argument(
         "--fine-tune-epochs", type=int, metavar="E",
@@ -111,6 +111,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     from relulab.bench import rundir
 
     given = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None}
+    if "methods" in given:  # a method named twice would be counted as another seed of it
+        given["methods"] = list(dict.fromkeys(given["methods"]))
     if args.resume is None:
         return {**DEFAULTS, **given}
     if given or args.out or args.name:
@@ -191,61 +193,79 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         run_dir = Path(args.resume)
+        config = rundir.read_config(run_dir)
+        config.setdefault("resumes", []).append(
+            {"at": rundir.now_iso(), "git": rundir.git_revision()}
+        )
+        rundir.write_json_atomic(run_dir / rundir.CONFIG, config)
     start = time.perf_counter()
 
     def progress(line: str) -> None:
         print(f"  [{time.perf_counter() - start:5.0f} s] {line}", file=sys.stderr, flush=True)
 
     print(f"run: {run_dir}", file=sys.stderr, flush=True)
-    runs = []
-    with rundir.exclusive(run_dir):
-        rundir.remove_leftovers(run_dir)
-        for spec, model in zip(specs, models, strict=True):
-            progress(f"seed {spec.seed}")
-            runs.append(
-                reduce(
-                    spec, settings["methods"], budgets, settings["depth"], fine_tune_epochs,
-                    progress, full=model, directory=run_dir / f"seed-{spec.seed}",
-                    distill=settings["distill"],
-                )
-            )  # fmt: skip
-        full, rows = summarise(runs)
-        title = _title(task.name, len(specs))
-        summary = {
-            "task": task.name,
-            "seeds": len(specs),
-            "methods": settings["methods"],
-            "budgets": budgets,
-            "epochs": specs[0].epochs,
-            "fine_tune_epochs": fine_tune_epochs,
-            "full_model_from": settings["from_run"] or "trained here",
-            "distill": settings["distill"],
-            "cost_basis": "cost_model of the nonlinear layers (ReLUs, AutoReP's products, "
-            "max-pools) with CrypTen's per-operation costs measured here and a 3 ms round "
-            "trip (loopback); linear layers left out",
-            "full": full,
-            "rows": rows,
-            **rundir.environment(),
-        }
-        rundir.write_json_atomic(run_dir / "summary.json", summary)
-        headers, table = _table(full, rows)
-        rundir.write_text_atomic(run_dir / "table.md", _markdown(title, headers, table))
-        from relulab.plot.pareto import plot_pareto
+    try:
+        runs = []
+        with rundir.exclusive(run_dir):
+            rundir.remove_leftovers(run_dir)
+            for spec, model in zip(specs, models, strict=True):
+                progress(f"seed {spec.seed}")
+                runs.append(
+                    reduce(
+                        spec, settings["methods"], budgets, settings["depth"], fine_tune_epochs,
+                        progress, full=model, directory=run_dir / f"seed-{spec.seed}",
+                        distill=settings["distill"],
+                    )
+                )  # fmt: skip
+            full, rows = summarise(runs)
+            title = _title(task.name, len(specs))
+            summary = {
+                "task": task.name,
+                "seeds": len(specs),
+                "methods": settings["methods"],
+                "budgets": budgets,
+                "budgets_given": [str(b) for b in settings["budgets"]],
+                "full_relus": total,
+                "epochs": specs[0].epochs,
+                "fine_tune_epochs": fine_tune_epochs,
+                "full_model_from": settings["from_run"] or "trained here",
+                "distill": settings["distill"],
+                "cost_basis": "cost_model of the nonlinear layers (ReLUs, AutoReP's products, "
+                "max-pools) with CrypTen's per-operation costs measured here and a 3 ms round "
+                "trip (loopback); linear layers left out",
+                "full": full,
+                "rows": rows,
+                **rundir.environment(),
+            }
+            rundir.write_json_atomic(run_dir / "summary.json", summary)
+            headers, table = _table(full, rows, total)
+            source = (
+                f"trained here ({specs[0].epochs} epochs, the bench's full suite)"
+                if settings["from_run"] is None
+                else f"from the bench run {settings['from_run']} ({specs[0].epochs} epochs)"
+            )
+            notes = _notes(source, fine_tune_epochs, settings["distill"])
+            rundir.write_text_atomic(run_dir / "table.md", _markdown(title, headers, table, notes))
+            from relulab.plot.pareto import plot_pareto
 
-        plot = plot_pareto(full, rows, run_dir / "pareto.png", title=title)
-    if args.json:
-        print_json(summary)
+            plot = plot_pareto(full, rows, run_dir / "pareto.png", title=title)
+        if args.json:
+            print_json(summary)
+            return 0
+        print(format_table(headers, table))
+        print(f"\nfull model: {source}")
+        print(f"table: {run_dir / 'table.md'}\nplot: {plot}")
         return 0
-    print(format_table(headers, table))
-    print(f"\ntable: {run_dir / 'table.md'}\nplot: {plot}")
-    return 0
+    except KeyboardInterrupt:
+        print(f"to finish it: relulab reduce --resume {run_dir}", file=sys.stderr)
+        raise
 
 
 def _title(task: str, seeds: int) -> str:
     return f"{task}: ReLU budget vs test accuracy ({seeds} seed{'s' if seeds > 1 else ''})"
 
 
-def _table(full: dict, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+def _table(full: dict, rows: list[dict], total: int) -> tuple[list[str], list[list[str]]]:
     headers = [
         "method", "budget", "ReLUs", "test accuracy %", "est. latency ms", "est. kB", "rounds",
         "seconds",
@@ -263,22 +283,38 @@ def _table(full: dict, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         ]
 
     table = [["full model", "", *cells(full)]]
-    table += [[row["method"], f"{row['budget']:,}", *cells(row)] for row in rows]
+    table += [
+        [row["method"], f"{row['budget']:,} ({100 * row['budget'] / total:.0f}%)", *cells(row)]
+        for row in rows
+    ]
     return headers, table
 
 
-def _markdown(title: str, headers: list[str], table: list[list[str]]) -> str:
+def _notes(source: str, fine_tune_epochs: int, distill: bool) -> list[str]:
+    how = "by distillation from the full model" if distill else "with the bench's recipe"
+    return [
+        f"Full model: {source}. Every reduced model fine-tuned {fine_tune_epochs} epochs {how}.",
+        "ReLUs: traced evaluations per input (mean over seeds); cull and thin keep whole "
+        "stages, the most critical that fit, so they can fall far below the budget (0 when "
+        "no stage fits). Test accuracy: mean ± sample standard deviation over seeds.",
+        "Latency, traffic (kB) and rounds: estimated online cost of the nonlinear layers in "
+        "2-party CrypTen inference (relulab.budget.reduce.nonlinear_cost: per-operation "
+        "costs measured with CrypTen here, 3 ms per round on loopback; linear layers left "
+        "out). Rounds dominate: each layer that keeps any ReLU costs 9 rounds, each layer of "
+        "AutoReP's polynomials 1 more, so masks that thin every layer save traffic, not "
+        "latency, and AutoReP can exceed the full model; only removing whole layers (cull) "
+        "cuts latency.",
+        "Seconds: the method's time per seed, fine-tuning included (for cull and thin, not "
+        "the ranking of the stages: criticality_seconds under full in summary.json).",
+    ]
+
+
+def _markdown(title: str, headers: list[str], table: list[list[str]], notes: list[str]) -> str:
     lines = [f"# {title}", "", "| " + " | ".join(headers) + " |"]
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in table]
-    lines += [
-        "",
-        "ReLUs: traced evaluations per input (mean over seeds). Test accuracy: mean ± standard "
-        "deviation over seeds. Latency, traffic (kB) and rounds: estimated online cost of the "
-        "nonlinear layers in 2-party CrypTen inference (relulab.budget.reduce.nonlinear_cost). "
-        "Seconds: the method's time per seed, fine-tuning included (for cull and thin, not "
-        "the ranking of the stages, criticality_seconds in summary.json).",
-    ]
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
