@@ -99,7 +99,7 @@ def test_the_pareto_plot_is_a_png(results, tmp_path):
     full, rows = summarise(results)
     figure = pareto_figure(full, rows, title="t")
     labels = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
-    assert labels == ["cull", "thin", "snl", "autorep", "full model"]
+    assert labels == ["cull = thin", "snl", "autorep", "full model"]  # one-layer stages
     read_png(plot_pareto(full, rows, tmp_path / "p.png"), figure)
 
 

@@ -12,10 +12,24 @@ MARKERS = "osD^vP*X"
 
 
 def _by_method(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    """Rows per method; methods whose points are all the same (thin on one-layer stages gives
+    cull's models) are one line, labelled ``cull = thin``, since one would hide the other."""
     methods: dict[str, list[dict]] = {}
     for row in rows:
         methods.setdefault(row["method"], []).append(row)
-    return methods
+    merged: dict[str, list[dict]] = {}
+    for method, points in methods.items():
+        key = sorted((p["budget"], p["relus"], p["test_score"]) for p in points)
+        same = next(
+            (label for label, found in merged.items()
+             if sorted((p["budget"], p["relus"], p["test_score"]) for p in found) == key),
+            None,
+        )  # fmt: skip
+        if same is None:
+            merged[method] = points
+        else:  # relabelled where it stands, so the legend keeps the methods' order
+            merged = {(f"{k} = {method}" if k == same else k): v for k, v in merged.items()}
+    return merged
 
 
 def pareto_figure(full: dict, rows: Sequence[dict], *, title: str = "") -> Any:
@@ -23,8 +37,8 @@ def pareto_figure(full: dict, rows: Sequence[dict], *, title: str = "") -> Any:
     ReLU count, and against the estimated online latency of the nonlinear layers in a 2-party
     private inference (:func:`relulab.budget.reduce.nonlinear_cost`: CrypTen's costs measured
     here, with this machine's loopback round trip); one line per method (a method that gives
-    the same models as another, e.g. thin on one-layer stages, lies under it), the full model
-    as a star.
+    the same models as another, e.g. thin on one-layer stages, shares its line and label),
+    the full model as a star.
 
     ``full`` and each of ``rows`` (one per method and budget, with its ``method``):
     ``relus``, ``latency_s``, ``test_score``, ``test_score_std``.
