@@ -9,6 +9,7 @@
 The command line (``relulab bench``, ``relulab report``) wraps exactly these calls.
 """
 
+from relulab.bench import charlm  # noqa: F401  (registers the charlm task)
 from relulab.bench.report import render
 from relulab.bench.runner import BenchConfig, plan, resume_run, run_missing, start_run
 from relulab.bench.tasks import Task, TaskData, get_task, list_tasks, register_task

@@ -92,6 +92,8 @@ def _auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
 def _evaluate(model: nn.Module, data: TaskData) -> tuple[float, torch.Tensor]:
     model.eval()
     logits = model(data.x_test)
+    if logits.dim() > 2:  # a sequence task's (N, classes, T): each position is one example
+        logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])
     return float(F.cross_entropy(logits, data.y_test)), torch.softmax(logits.double(), dim=1)
 
 
