@@ -28,11 +28,13 @@ from relulab.cli import (
     codes,
     count,
     dead_units,
+    gpt,
     listing,
     overconfidence,
     plot,
     reduce,
     regions,
+    relufy,
     show,
     speed,
 )
@@ -54,6 +56,8 @@ COMMANDS = (
     dead_units,
     count,
     reduce,
+    gpt,
+    relufy,
 )
 # Library messages point to the Python API; at the command line, point to the command.
 CLI_WORDING = {"relulab.list_activations()": "'relulab list'"}
