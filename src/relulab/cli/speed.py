@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +26,9 @@ DTYPES = {
 TARGET_TO_RELU = 1.15
 TARGET_EAGER_SPEEDUP = 3.0
 TARGET_PEAK = 1.05
+MODELS = ("mlp", "cnn", "both")
+# relulab.transformers.ffn_speed.PATHS's keys, here so that --help imports no model code.
+FFN_PATHS = ("dense", "down", "up_down", "predictor", "down_copy", "torch_coo", "torch_csr")
 
 
 def add_parser(subparsers) -> None:
@@ -32,9 +37,14 @@ def add_parser(subparsers) -> None:
         help="time fused kernels against reference, native and timm-style versions",
         description="Forward and forward+backward time of each activation's implementations on "
         "one tensor, side by side with a clone (memory-bandwidth yardstick) and native ReLU, "
-        "plus the bytes each keeps for backward. With --model: whole training steps.",
+        "plus the bytes each keeps for backward. With --model: whole training steps. With "
+        "--ffn: one token through a dense FFN and each sparse path (relulab.transformers."
+        "ffn_speed), and with --model CHECKPOINT also that GPT's sparsity and tokens/s.",
         epilog="examples:\n  relulab speed\n  relulab speed golu mish gelu --numel 4194304\n"
-        "  relulab speed --model both\n  relulab speed relu golu --json --plot speed.png",
+        "  relulab speed --model both\n  relulab speed relu golu --json --plot speed.png\n"
+        "  relulab speed --ffn -o ffn.png\n"
+        "  relulab speed --ffn --sizes 1024x4096 --sparsities 0.9 --input-sparsity 0.7\n"
+        "  relulab speed --ffn --model runs/20261128T193000Z-relufy-stage2/relufied.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -45,13 +55,64 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
     parser.add_argument(
-        "--model", choices=("mlp", "cnn", "both"), help="time training steps instead"
+        "--rounds", type=int, help="timed rounds (default 7; 11 with --ffn, 5 for decoding)"
+    )
+    parser.add_argument(
+        "--model",
+        metavar="{mlp,cnn,both}|CHECKPOINT",
+        help="time training steps instead; with --ffn: a relulab gpt checkpoint (relufied.pt "
+        "of a relulab relufy run), also timed at its measured sparsity, with its tokens/s",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
-        "--plot", metavar="FILE", help="also draw the ratios to a PNG (needs the plot extra)"
+        "-o",
+        "--plot",
+        metavar="FILE",
+        help="also draw the ratios to a PNG (needs the plot extra)",
+    )
+    ffn = parser.add_argument_group(
+        "sparse FFN decoding (--ffn)",
+        "one token through a dense FFN and each sparse path, side by side (batch 1)",
+    )
+    ffn.add_argument("--ffn", action="store_true", help="time the sparse FFN paths")
+    ffn.add_argument(
+        "--sizes", nargs="+", metavar="DxHIDDEN", help="FFN sizes (default 1024x4096 2048x8192)"
+    )
+    ffn.add_argument(
+        "--sparsities",
+        nargs="+",
+        type=float,
+        metavar="S",
+        help="shares of inactive neurons (default 0.5 0.8 0.9 0.95)",
+    )
+    ffn.add_argument(
+        "--input-sparsity",
+        type=float,
+        metavar="S",
+        help="share of zero FFN inputs for up_down (default: as --sparsities)",
+    )
+    ffn.add_argument("--gated", action="store_true", help="a gated FFN (reglu)")
+    ffn.add_argument(
+        "--paths",
+        nargs="+",
+        metavar="PATH",
+        help=f"paths to time (default all: {', '.join(FFN_PATHS)})",
+    )
+    ffn.add_argument(
+        "--tokens",
+        type=int,
+        default=64,
+        help="with --model: tokens to decode per timed call (default 64)",
+    )
+    ffn.add_argument(
+        "--rank", type=int, help="with --model: the predictor's rank (default d/16, at least 8)"
+    )
+    ffn.add_argument(
+        "--top-k",
+        type=int,
+        help="with --model: neurons the predictor picks (default: the model's "
+        "active share of the hidden neurons)",
     )
     parser.set_defaults(run=run)
 
@@ -203,6 +264,19 @@ def run(args: argparse.Namespace) -> int:
     from relulab import speed
     from relulab.plot.figure import png_path
 
+    if args.ffn:
+        return run_ffn(args)
+    _refuse_ffn_options(args)
+    if args.model is not None and args.model not in MODELS:
+        close = difflib.get_close_matches(args.model, MODELS, n=1)
+        hint = (
+            f"; did you mean {close[0]!r}?"
+            if close
+            else f" (choose from {', '.join(MODELS)}; a checkpoint needs --ffn)"
+        )
+        raise UserError(f"unknown --model value {args.model!r}{hint}")
+    if args.rounds is None:
+        args.rounds = 7
     for option in ("numel", "threads", "rounds"):
         if getattr(args, option) < 1:
             raise UserError(f"--{option} must be at least 1, got {getattr(args, option)}")
@@ -243,6 +317,268 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if args.plot:
         _plot(result, args.plot)
+        if not args.json:
+            print(f"\nplot: {result['plot']}")
+    return 0
+
+
+# --- relulab speed --ffn -----------------------------------------------------------------
+
+DEFAULT_SIZES = ("1024x4096", "2048x8192")
+DEFAULT_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
+FFN_ONLY = ("sizes", "sparsities", "input_sparsity", "gated", "paths", "rank", "top_k")
+PROMPT_TOKENS = 16
+SPARSITY_WINDOWS = 16  # validation windows of block_size tokens for the measured sparsity
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+def _refuse_ffn_options(args: argparse.Namespace) -> None:
+    for option in FFN_ONLY:
+        if getattr(args, option) not in (None, False):
+            raise UserError(f"{_flag(option)} needs --ffn")
+
+
+def _size(text: str) -> tuple[int, int]:
+    found = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if found is None or min(int(found.group(1)), int(found.group(2))) < 1:
+        raise UserError(f"bad --sizes value {text!r}: expected DxHIDDEN, e.g. 1024x4096")
+    return int(found.group(1)), int(found.group(2))
+
+
+def _check_ffn_args(args: argparse.Namespace) -> None:
+    if args.names:
+        raise UserError(f"--ffn times FFNs, not activations: drop {' '.join(args.names)}")
+    if args.rounds is None:
+        args.rounds = 11
+    for option in ("threads", "rounds", "tokens"):
+        if getattr(args, option) < 1:
+            raise UserError(f"--{option} must be at least 1, got {getattr(args, option)}")
+    for value in args.sparsities or ():
+        if not 0 < value < 1:
+            raise UserError(f"--sparsities must be in (0, 1), got {value:g}")
+    if args.input_sparsity is not None and not 0 <= args.input_sparsity < 1:
+        raise UserError(f"--input-sparsity must be in [0, 1), got {args.input_sparsity:g}")
+    for path in args.paths or ():
+        if path not in FFN_PATHS:
+            close = difflib.get_close_matches(path, FFN_PATHS, n=1)
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else f"; choose from {', '.join(FFN_PATHS)}"
+            )
+            raise UserError(f"unknown FFN path {path!r}{hint}")
+    for option in ("rank", "top_k"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise UserError(f"{_flag(option)} must be at least 1, got {getattr(args, option)}")
+    if args.model is None:
+        for option in ("rank", "top_k"):
+            if getattr(args, option) is not None:
+                raise UserError(f"{_flag(option)} needs --model CHECKPOINT")
+
+
+def _ffn_table(result: dict) -> str:
+    from relulab.transformers.ffn_speed import SUMMARY_HEADERS, summary_rows
+
+    lines = [f"  {path:<10} {text}" for path, text in result["paths"].items()]
+    return "\n".join([*lines, "", format_table(SUMMARY_HEADERS, summary_rows(result))])
+
+
+def _load(load: dict) -> str:
+    def three(values) -> str:
+        return "n/a" if values is None else ", ".join(f"{v:.2f}" for v in values)
+
+    return (
+        f"load average (1, 5, 15 min) before {three(load['before'])}, after "
+        f"{three(load['after'])}: only a quiet machine (load well under the threads) times "
+        "gathers fairly"
+    )
+
+
+FFN_CAPTION = (
+    "One token (batch 1) through each path; {rounds} rounds, the calls round-robin.\n"
+    "speed-up = dense's time ÷ the path's, both from the same round (dense: the FFN as it is, "
+    "the row dense, which reads 1.00);\nmedian (q1-q3) over rounds. bound = the weights dense "
+    "reads ÷ the weights the path reads (the memory-bandwidth bound);\nof bound = speed-up "
+    "÷ bound. sparsity: inactive neurons; input: zero FFN inputs (up_down only).\n"
+)
+
+
+def _model_text(model: dict) -> str:
+
+    decode, predictor = model["decode"], model["predictor"]
+    lines = [
+        f"model {model['checkpoint']}: {model['config']}",
+        f"measured on {model['windows']} validation windows: FFN sparsity "
+        f"{model['sparsity']:.3f}, FFN input sparsity {model['input_sparsity']:.3f}",
+        "",
+        "FFN paths at the model's measured sparsity and input sparsity:",
+        format_table(
+            __import__("relulab.transformers.ffn_speed", fromlist=["x"]).SUMMARY_HEADERS,
+            __import__("relulab.transformers.ffn_speed", fromlist=["x"]).summary_rows(model["ffn"]),
+        ),
+        "",
+        f"greedy decoding of {decode['tokens']} tokens after a {decode['prompt_tokens']}-token "
+        f"prompt, KV cache, {decode['rounds']} rounds; speed-up = dense's time ÷ the mode's, "
+        "same round:",
+    ]
+    rows = [
+        [
+            mode,
+            f"{row['tokens_per_second']:.1f}",
+            f"{row['speedup']:.2f} ({row['speedup_q1']:.2f}-{row['speedup_q3']:.2f})",
+            "yes" if decode["same_tokens"][mode] else "no",
+        ]
+        for mode, row in decode["modes"].items()
+    ]
+    lines += [format_table(["mode", "tokens/s", "speed-up (q1-q3)", "dense's tokens"], rows)]
+    chosen = (
+        f"top {predictor['top_k']}"
+        if "top_k" in predictor
+        else f"logit > {predictor['threshold']:g}"
+    )
+    lines += [
+        "",
+        f"predictor (rank {predictor['rank']}, {chosen} of {model['hidden']} neurons), "
+        "recall = active neurons predicted ÷ active neurons, on validation windows:",
+        format_table(
+            ["layer", "recall", "precision", "active", "predicted"],
+            [
+                [
+                    r["layer"],
+                    f"{r['recall']:.3f}",
+                    f"{r['precision']:.3f}",
+                    f"{r['active_fraction']:.3f}",
+                    f"{r['predicted_fraction']:.3f}",
+                ]
+                for r in predictor["layers"]
+            ],
+        ),
+        f"validation loss: dense {predictor['val_loss_dense']:.4f}, predictor "
+        f"{predictor['val_loss_predictor']:.4f} (change {predictor['val_loss_change']:+.4f} "
+        "nats/char)",
+    ]
+    return "\n".join(lines)
+
+
+def _measure_model(args: argparse.Namespace, sizes, progress) -> dict:
+    """The checkpoint's sparsities, its FFN paths timed there, its decoding and predictor."""
+    from relulab.transformers.corpus import load_corpus
+    from relulab.transformers.decode import decode_speed, predictor_effect
+    from relulab.transformers.ffn_speed import ffn_speed
+    from relulab.transformers.sparsity import measure_sparsity
+    from relulab.transformers.train import load_checkpoint, windows
+
+    model, found = load_checkpoint(args.model)
+    corpus = load_corpus()
+    config = model.config
+    if config.vocab_size != len(corpus.vocab):
+        raise UserError(
+            f"{args.model} has a vocabulary of {config.vocab_size}, the corpus "
+            f"{len(corpus.vocab)}: not a model of the shipped text"
+        )
+    if args.top_k is not None and args.top_k > config.ffn_hidden:
+        raise UserError(f"--top-k must be at most the FFN's {config.ffn_hidden} neurons")
+    torch.set_num_threads(args.threads)
+    x, _ = windows(
+        corpus.val, config.block_size, SPARSITY_WINDOWS, torch.Generator().manual_seed(0)
+    )
+    progress("measuring the model's sparsity")
+    report = measure_sparsity(model, x, windows=(1,))
+    sparsity = report.sparsity
+    input_sparsity = sum(layer.input_sparsity for layer in report.layers) / len(report.layers)
+    # ffn_speed's sparsities are in [0, 1): a model with no zeros at all is timed at 0.
+    sparsity = min(sparsity, 0.999)
+    progress("timing the FFN paths at the model's sparsity")
+    (d, hidden), *rest = sizes
+    at_model = ffn_speed(
+        d, hidden, (sparsity,), extra_sizes=rest, input_sparsity=min(input_sparsity, 0.999),
+        gated=config.gated, paths=args.paths, threads=args.threads, rounds=args.rounds,
+        progress=progress,
+    )  # fmt: skip
+    rank = args.rank or max(8, config.n_embd // 16)
+    top_k = args.top_k or max(1, round((1 - sparsity) * config.ffn_hidden))
+    progress("fitting a predictor per layer")
+    effect = predictor_effect(model, corpus.train, corpus.val, rank, top_k=top_k)
+    tokens = min(args.tokens, config.block_size - PROMPT_TOKENS)
+    if tokens < 1:
+        raise UserError(f"the model's block_size {config.block_size} leaves no room to decode")
+    progress(f"decoding {tokens} tokens per mode")
+    decode = decode_speed(
+        model, corpus.val[:PROMPT_TOKENS], tokens, predictors=effect.predictors, top_k=top_k,
+        rounds=min(args.rounds, 5), threads=args.threads, progress=progress,
+    )  # fmt: skip
+    return {
+        "checkpoint": str(args.model),
+        "config": (
+            f"{config.n_layer} layers, d={config.n_embd}, hidden={config.ffn_hidden}, "
+            f"{config.activation}, relufied {found.get('relufied') or 'no'}"
+        ),
+        "hidden": config.ffn_hidden,
+        "windows": SPARSITY_WINDOWS,
+        "sparsity": report.sparsity,
+        "input_sparsity": input_sparsity,
+        "layers": [
+            {"name": r.name, "sparsity": r.sparsity, "input_sparsity": r.input_sparsity}
+            for r in report.layers
+        ],
+        "ffn": at_model,
+        "decode": decode,
+        "predictor": effect.to_dict(),
+    }
+
+
+def run_ffn(args: argparse.Namespace) -> int:
+    """``relulab speed --ffn``: the sweep over sparsities, and a checkpoint's figures."""
+    from relulab.plot.figure import png_path
+    from relulab.transformers.ffn_speed import ffn_speed
+
+    _check_ffn_args(args)
+    sizes = [_size(text) for text in args.sizes or DEFAULT_SIZES]
+    if args.plot is not None:
+        check_png_output(args.plot, option="-o/--plot")
+    if args.model is not None:
+        from relulab.transformers.train import load_checkpoint
+
+        load_checkpoint(args.model)  # a file that is not ours: one line, before any timing
+
+    def progress(message: str) -> None:
+        if not args.json:
+            print(f"  {message}", file=sys.stderr, flush=True)
+
+    (d, hidden), *rest = sizes
+    result = ffn_speed(
+        d, hidden, args.sparsities or DEFAULT_SPARSITIES, extra_sizes=rest,
+        input_sparsity=args.input_sparsity, gated=args.gated, paths=args.paths,
+        threads=args.threads, rounds=args.rounds, progress=progress,
+    )  # fmt: skip
+    result["machine"] = _machine(args.threads)
+    if args.model is not None:
+        result["model"] = _measure_model(args, sizes, progress)
+    if args.plot:
+        result["plot"] = str(png_path(args.plot))
+    if args.json:
+        print_json(result)
+    else:
+        gated = "gated (reglu) " if args.gated else ""
+        print(f"{gated}FFN paths on {result['machine']}\n{_load(result['load_average'])}")
+        print(FFN_CAPTION.format(rounds=result["rounds"]))
+        print(_ffn_table(result))
+        if "model" in result:
+            print(f"\n{_model_text(result['model'])}")
+    sys.stdout.flush()
+    if args.plot:
+        from relulab.plot.ffn_speed import plot_ffn_speed
+
+        model = result.get("model", {}).get("ffn")
+        try:
+            plot_ffn_speed(result, args.plot, model)
+        except OSError as error:
+            if error.filename is None or Path(os.fsdecode(error.filename)) != png_path(args.plot):
+                raise
+            raise UserError(f"cannot write {error.filename}: {error.strerror or error}") from None
         if not args.json:
             print(f"\nplot: {result['plot']}")
     return 0
