@@ -46,11 +46,13 @@ class Trials:
         return first.get("schedule", {}).get("text", "")
 
 
-def load_trials(run: Path) -> Trials:
+def load_trials(run: Path, predictions: bool = True) -> Trials:
+    """The finished trials of ``run``; without their test predictions (the largest files)
+    where ``predictions`` is False, for what needs only the results."""
     config = rundir.read_config(run)
     results: dict = defaultdict(lambda: defaultdict(list))
     curves: dict = defaultdict(lambda: defaultdict(list))
-    predictions: dict = defaultdict(lambda: defaultdict(list))
+    kept: dict = defaultdict(lambda: defaultdict(list))
     for trial_id in config["trials"]:
         directory = rundir.trial_directory(run, trial_id)
         if not rundir.is_finished(run, trial_id):
@@ -61,10 +63,11 @@ def load_trials(run: Path) -> Trials:
         if result["status"] == "ok":
             lines = (directory / rundir.METRICS).read_text().splitlines()
             curves[task][activation].append([json.loads(line) for line in lines])
-            predictions[task][activation].append(
-                np.load(directory / rundir.PREDICTIONS, allow_pickle=False)
-            )
-    return Trials(config, results, curves, predictions)
+            if predictions:
+                kept[task][activation].append(
+                    np.load(directory / rundir.PREDICTIONS, allow_pickle=False)
+                )
+    return Trials(config, results, curves, kept)
 
 
 def _mean(values: list[float]) -> float:
@@ -250,8 +253,18 @@ def verdict(row: dict[str, Any]) -> str:
     return "untested" if row["pairs"] < 2 else "untested: same difference on every seed"
 
 
-def task_table(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """Rows of the per-task table as printed by the CLI and written to report.md.
+def loss_label(task: str) -> str | None:
+    """The header of a loss column beside the score in ``task``'s table, or None for none:
+    a task class's ``loss_label``, set where the score is a function of the loss that
+    readers know by the loss itself (charlm: exp(−loss), and LM results are given in nats)."""
+    from relulab.bench.tasks import TASKS
+
+    return getattr(TASKS.get(task), "loss_label", None)
+
+
+def task_table(rows: list[dict[str, Any]], loss: bool = False) -> list[list[str]]:
+    """Rows of the per-task table as printed by the CLI and written to report.md; with
+    ``loss``, a column of the mean test loss after the CI (see :func:`loss_label`).
 
     The CI shown is clipped to [0, 100] % (summary.csv keeps the raw t-interval).
     """
@@ -264,6 +277,7 @@ def task_table(rows: list[dict[str, Any]]) -> list[list[str]]:
                 r["activation"],
                 f"{_number(r['score_mean'], 100)} ± {_number(r['score_std'], 100)}",
                 f"[{_number(low, 100)}, {_number(high, 100)}]",
+                *([_number(r["test_loss_mean"], digits=3)] if loss else []),
                 _number(r["delta_vs_baseline"], 100, signed=True),
                 format_p(r["p_holm"]),
                 verdict(r),
@@ -277,9 +291,12 @@ def task_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     return table
 
 
-def table_headers(metric: str = "accuracy") -> list[str]:
+def table_headers(metric: str = "accuracy", loss: str | None = None) -> list[str]:
+    """The headers of :func:`task_table`'s columns: the score's named by ``metric``; a loss
+    column's, after the CI, ``loss`` where given (as ``task_table(rows, loss=True)``)."""
     return [
-        "rank", "activation", f"{metric} % (mean ± std)", "95% CI", "Δ vs baseline (points)",
+        "rank", "activation", f"{metric} % (mean ± std)", "95% CI",
+        *([f"{loss}, mean"] if loss else []), "Δ vs baseline (points)",
         "p (Holm)", "verdict", "PD top-1 %", "ECE", "dead %", "ms/epoch", "saved KiB/step",
     ]  # fmt: skip
 
@@ -389,8 +406,9 @@ def report_markdown(trials: Trials, rows: list[dict[str, Any]], plots: list[str]
             lines += ["", f"## {task}" + (f": {description}" if description else ""), ""]
         if schedule := trials.task_schedule(task):
             lines += [f"Training: {schedule}.", ""]
+        loss = loss_label(task)
         lines += [
-            _markdown_table(table_headers(metric), task_table(task_rows)),
+            _markdown_table(table_headers(metric, loss), task_table(task_rows, bool(loss))),
             "",
         ]
         lines.append(_findings(task, task_rows, settings["seeds"]))

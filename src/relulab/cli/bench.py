@@ -22,6 +22,23 @@ EXAMPLES = """examples:
 """
 
 
+TASKS_PLACEHOLDER = "{tasks}"
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Writes the registered tasks into --tasks' help when the help is shown: importing the
+    task registry while building the parser would slow every relulab command."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text and TASKS_PLACEHOLDER in text:
+            from relulab.bench.tasks import TASK_ALIASES, list_tasks
+
+            names = [t for t in list_tasks() if t not in TASK_ALIASES.values()]
+            text = text.replace(TASKS_PLACEHOLDER, ", ".join([*names, *TASK_ALIASES]))
+        return text
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench",
@@ -30,7 +47,7 @@ def add_parser(subparsers) -> None:
         "and initial weights per seed), then report scores with 95% CIs, paired tests "
         "against the baseline, prediction difference across seeds, dead units, time, memory.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     add = parser.add_argument
     add(
@@ -38,8 +55,8 @@ def add_parser(subparsers) -> None:
         nargs="+",
         action="extend",
         metavar="TASK",
-        help="spirals, digits, digits_cnn, mnist1d, csv, npz (default: spirals digits mnist1d; "
-        "with --data: csv, or npz for a .npz file)",
+        help=f"{TASKS_PLACEHOLDER} (default: spirals digits mnist1d; with --data: csv, or npz "
+        "for a .npz file)",
     )
     add("--acts", nargs="+", action="extend", metavar="SPEC", help="activation names or specs")
     add("--suite", choices=("quick", "full"), help="quick: 3 seeds (default); full: 10, longer")
@@ -132,8 +149,7 @@ def _requested(args: argparse.Namespace) -> dict:
 
 
 def _print_summary(run: Path, rows: list[dict], as_json: bool) -> None:
-    from relulab.bench.report import table_headers, task_table, task_title
-    from relulab.bench.rundir import read_config
+    from relulab.bench import report
 
     if as_json:
         clean = [
@@ -145,10 +161,14 @@ def _print_summary(run: Path, rows: list[dict], as_json: bool) -> None:
         ]
         print_json({"run": str(run), "report": str(run / "report.md"), "summary": clean})
         return
-    config = read_config(run)
+    # each task's metric as its trials recorded it, as report.md shows it
+    trials = report.load_trials(run, predictions=False)
     for task in dict.fromkeys(r["task"] for r in rows):
-        print(f"\n{task_title(config, task)}")
-        print(format_table(table_headers(), task_table([r for r in rows if r["task"] == task])))
+        metric, _ = trials.task_info(task)
+        loss = report.loss_label(task)
+        table = report.task_table([r for r in rows if r["task"] == task], loss=bool(loss))
+        print(f"\n{report.task_title(trials.config, task)}")
+        print(format_table(report.table_headers(metric, loss), table))
     print(f"\nreport: {run / 'report.md'}")
 
 

@@ -1,12 +1,19 @@
 """relulab.transformers: a small GPT lab for ReLU in language models.
 
-    from relulab.transformers import GPT, GPTConfig, load_corpus
+    from relulab.transformers import GPT, GPTConfig, load_corpus, measure_sparsity, relufy
 
     corpus = load_corpus()  # Tiny Shakespeare, split 90/10 by position
-    model = GPT(GPTConfig(vocab_size=len(corpus.vocab), activation="relu"))
+    model = GPT(GPTConfig(vocab_size=len(corpus.vocab), activation="gelu"))
+    relufy(model, stage=2)  # ReLU in every FFN and after the norms that feed QKV and the FFN
 
 Hugging Face's ``transformers`` package, where needed, is imported inside the functions that
-use it (the ``transformers`` extra).
+use it (the ``transformers`` extra), so importing this package does not import it.
+
+The function :func:`relufy` shares its name with the submodule that defines it, and the
+package attribute is the function: ``relulab.transformers.relufy`` (and so ``import
+relulab.transformers.relufy as m``) gives the function, while ``from relulab.transformers.relufy
+import find_ffns`` and ``importlib.import_module("relulab.transformers.relufy")`` still give
+the submodule's contents.
 """
 
 from relulab.transformers.corpus import CharCorpus, load_corpus
@@ -19,6 +26,10 @@ from relulab.transformers.gpt import (
     GPTConfig,
     KVCache,
 )
+from relulab.transformers.relufication import RelufyConfig, relufication
+from relulab.transformers.relufy import relufy, relufy_plan
+from relulab.transformers.sparsity import SparsityMeter, measure_sparsity
+from relulab.transformers.train import TrainConfig, load_checkpoint, train_gpt
 
 __all__ = [
     "ATTENTIONS",
@@ -29,5 +40,14 @@ __all__ = [
     "FeedForward",
     "GPTConfig",
     "KVCache",
+    "RelufyConfig",
+    "SparsityMeter",
+    "TrainConfig",
+    "load_checkpoint",
     "load_corpus",
+    "measure_sparsity",
+    "relufication",
+    "relufy",
+    "relufy_plan",
+    "train_gpt",
 ]
