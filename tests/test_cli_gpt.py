@@ -66,6 +66,10 @@ def test_relufy_measures_before_right_after_and_after_fine_tuning(gelu_run, tmp_
     model, _ = load_checkpoint(str(run / "relufied.pt"))  # relufied again before loading
     assert type(model.blocks[0].ffn.act).__name__ == "ReLU"
     assert (run / "relufy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from relulab.plot.gpt import relufy_figure
+
+    windows = relufy_figure(result).axes[2].get_lines()[0].get_xdata()  # from the JSON's keys
+    assert list(windows) == sorted(windows) == [1, 8, 16]
 
 
 @pytest.mark.parametrize(

@@ -83,8 +83,9 @@ def relufy_figure(result: dict, *, title: str = "") -> Any:
     layers.legend(fontsize=8)
     layers.set_title("activation sparsity per layer (validation text)", fontsize=10)
     for key, label, colour in (("relufied", "right after", "C1"), ("after", "fine-tuned", "C3")):
-        window = result[key]["sparsity"]["aggregated"]
-        aggregated.plot([int(w) for w in window], [100 * v for v in window.values()],
+        # sorted by W: read back from JSON, whose keys are sorted as strings ("32" < "8")
+        window = sorted((int(w), v) for w, v in result[key]["sparsity"]["aggregated"].items())
+        aggregated.plot([w for w, _ in window], [100 * v for _, v in window],
                         marker="o", color=colour, label=label)  # fmt: skip
     aggregated.set_xscale("log", base=2)
     aggregated.set_xlabel("window of consecutive tokens W")
