@@ -324,6 +324,8 @@ def test_ffn_speed_runs_small_and_fast():
     assert len(lines) == len(rows) + len(result["sizes"][1]["rows"])
     assert all(len(line) == len(SUMMARY_HEADERS) for line in lines)
     assert lines[1][:4] == ["32x128", rows[1]["path"], "50%", lines[1][3]]
+    tokens = SUMMARY_HEADERS.index("tokens/s")
+    assert float(lines[1][tokens].replace(",", "")) == pytest.approx(1 / rows[1]["seconds"], abs=1)
 
 
 @pytest.mark.parametrize("activation", ["relu", "reglu"])

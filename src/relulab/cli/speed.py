@@ -403,6 +403,8 @@ FFN_CAPTION = (
     "the row dense, which reads 1.00);\nmedian (q1-q3) over rounds. bound = the weights dense "
     "reads ÷ the weights the path reads (the memory-bandwidth bound);\nof bound = speed-up "
     "÷ bound. sparsity: inactive neurons; input: zero FFN inputs (up_down only).\n"
+    "ms and tokens/s: one FFN layer's time per token, and the tokens per second of that layer "
+    "alone (1/time; a model's rate is lower, its other layers count too).\n"
 )
 
 

@@ -356,6 +356,7 @@ SUMMARY_HEADERS = (
     "sparsity",
     "input",
     "ms",
+    "tokens/s",
     "speed-up (q1-q3)",
     "bound",
     "of bound",
@@ -374,6 +375,7 @@ def summary_rows(result: dict[str, Any]) -> list[list[str]]:
                     "-" if row["sparsity"] is None else f"{row['sparsity']:.0%}",
                     "-" if row["input_sparsity"] is None else f"{row['input_sparsity']:.0%}",
                     f"{1000 * row['seconds']:.3g}",
+                    f"{1 / row['seconds']:,.0f}",  # one FFN layer, one token at a time
                     f"{row['speedup']:.2f} ({row['speedup_q1']:.2f}-{row['speedup_q3']:.2f})",
                     f"{row['bound']:.2f}",
                     f"{row['of_bound']:.2f}",
