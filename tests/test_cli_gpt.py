@@ -38,6 +38,7 @@ def test_resuming_a_finished_run_trains_nothing_more(gelu_run, capsys):
     before = (gelu_run / "metrics.jsonl").read_text()
     assert main(["gpt", "train", "--resume", str(gelu_run)]) == 0
     assert (gelu_run / "metrics.jsonl").read_text() == before
+    assert len(json.loads((gelu_run / "config.json").read_text())["resumes"]) == 1
 
 
 def test_sample_continues_the_prompt(gelu_run, capsys):
@@ -66,6 +67,10 @@ def test_relufy_measures_before_right_after_and_after_fine_tuning(gelu_run, tmp_
     model, _ = load_checkpoint(str(run / "relufied.pt"))  # relufied again before loading
     assert type(model.blocks[0].ffn.act).__name__ == "ReLU"
     assert (run / "relufy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((run / "config.json").read_text())["settings"]["pretrain"] is None
+    # a relufied model is not relufied again (its activations would be replaced twice)
+    assert main(["relufy", "--from", str(run), "--out", str(tmp_path / "again")]) == 2
+    assert not (tmp_path / "again").exists()
     from relulab.plot.gpt import relufy_figure
 
     windows = relufy_figure(result).axes[2].get_lines()[0].get_xdata()  # from the JSON's keys
@@ -79,6 +84,8 @@ def test_relufy_measures_before_right_after_and_after_fine_tuning(gelu_run, tmp_
         (["gpt", "train", "--activation", "gelux"], "did you mean 'gelu'"),
         (["gpt", "train", "--steps", "0"], "steps must be a positive integer, got 0"),
         (["gpt", "sample", "/no/such/run"], "no such file"),
+        (["gpt", "sample", "x.pt", "--temperature", "0"], "for greedy decoding: --top-k 1"),
+        (["gpt", "train", "--block-size", "200000"], "longer than the validation text"),
         (["relufy", "--activation", "relu"], "give gelu, silu"),
         (["relufy", "--shift", "-1"], "--shift must be >= 0"),
         (["relufy", "--from", "x", "--activation", "gelu"], "drop --activation"),

@@ -53,8 +53,13 @@ def add_parser(subparsers) -> None:
         "  relulab gpt train --resume runs/20261128T190000Z-gpt-relu",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from relulab.transformers.train import TrainConfig  # its defaults, shown in --help
+
+    defaults = {**DEFAULT_MODEL, "activation": "gelu", "norm": "layernorm"}
+    defaults.update(TrainConfig().__dict__)
     for option, (field, kind, text) in {**MODEL_OPTIONS, **TRAIN_OPTIONS}.items():
-        train.add_argument(option, dest=field, type=kind, help=text)
+        shown = f" (default {defaults[field]})" if field in defaults else ""
+        train.add_argument(option, dest=field, type=kind, help=text + shown)
     train.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     train.add_argument("--out", help="parent directory of new runs (default runs)")
     train.add_argument("--name", help="run name after the timestamp (default gpt-ACTIVATION)")
@@ -68,12 +73,21 @@ def add_parser(subparsers) -> None:
         epilog='example:\n  relulab gpt sample runs/20261128T190000Z-gpt-relu --prompt "ROMEO:"',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sample.add_argument("source", metavar="RUN", help="a gpt run directory or checkpoint.pt")
+    sample.add_argument(
+        "source", metavar="RUN", help="a gpt train or relufy run directory, or a checkpoint"
+    )
     sample.add_argument("--prompt", default="\n", help="text to continue (default a newline)")
-    sample.add_argument("--tokens", type=int, default=300, help="characters to generate")
-    sample.add_argument("--temperature", type=float, default=0.8)
-    sample.add_argument("--top-k", type=int, default=20)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--tokens", type=int, default=300,
+                        help="characters to generate (default 300)")  # fmt: skip
+    sample.add_argument(
+        "--temperature", type=float, default=0.8,
+        help="divides the logits: lower is more conservative (default 0.8)",
+    )  # fmt: skip
+    sample.add_argument(
+        "--top-k", type=int, default=20,
+        help="sample among the k likeliest characters; 1 is greedy (default 20)",
+    )  # fmt: skip
+    sample.add_argument("--seed", type=int, default=0, help="of the sampling (default 0)")
     sample.set_defaults(run=run_sample)
 
 
@@ -94,6 +108,13 @@ def _new_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 
     model = {**DEFAULT_MODEL, **given(MODEL_OPTIONS), "vocab_size": 65}
     train = given(TRAIN_OPTIONS)
+    from relulab.transformers.corpus import load_corpus
+
+    if model["block_size"] >= len(load_corpus().val):
+        raise UserError(
+            f"--block-size {model['block_size']} is longer than the validation text "
+            f"({len(load_corpus().val):,} characters)"
+        )
     settings = {
         "model": dataclasses.asdict(GPTConfig(**model)),  # checked here, before any file
         "train": dataclasses.asdict(TrainConfig(**train)),
@@ -119,6 +140,8 @@ def _resumed(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     config = rundir.read_config(run)
     if config.get("command") != "gpt train":
         raise UserError(f"{run} is not a relulab gpt train run")
+    config.setdefault("resumes", []).append({"at": rundir.now_iso(), "git": rundir.git_revision()})
+    rundir.write_json_atomic(run / rundir.CONFIG, config)
     return run, config["settings"]
 
 
@@ -142,7 +165,9 @@ def train_in(run: Path, settings: dict[str, Any], progress) -> tuple[Any, list[d
         torch.manual_seed(train_config.seed)
         model = GPT(GPTConfig(**settings["model"]))
     parameters = sum(p.numel() for p in model.parameters())
-    progress(f"{parameters:,} parameters, {train_config.steps} steps")
+    done = 0 if state is None else int(state["step"])
+    resumed = f", resuming after step {done}" if done else ""
+    progress(f"{parameters:,} parameters, {train_config.steps} steps{resumed}")
 
     def on_eval(step, metrics, model, optimizer, generator) -> None:
         buffer = io.BytesIO()
@@ -164,8 +189,10 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from relulab.bench import rundir
+    from relulab.optional import require
     from relulab.transformers.corpus import load_corpus
 
+    require("matplotlib", extra="plot", purpose="relulab gpt train's loss plot")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     run, settings = _new_run(args) if args.resume is None else _resumed(args)
@@ -202,13 +229,15 @@ def run_sample(args: argparse.Namespace) -> int:
     from relulab.transformers.corpus import load_corpus
     from relulab.transformers.train import load_checkpoint
 
-    source = Path(args.source)
-    path = source / "checkpoint.pt" if source.is_dir() else source
-    if source.is_dir() and not path.is_file():
-        raise UserError(f"{source} has no checkpoint.pt (a relulab gpt train run writes one)")
     if args.tokens < 1:
         raise UserError(f"--tokens must be >= 1, got {args.tokens}")
-    model, _ = load_checkpoint(str(path))
+    if args.temperature <= 0:
+        raise UserError(
+            f"--temperature must be > 0, got {args.temperature} (for greedy decoding: --top-k 1)"
+        )
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
+    model, _ = load_checkpoint(args.source)
     corpus = load_corpus()
     prompt = corpus.encode(args.prompt or "\n")
     if len(prompt) > model.config.block_size:

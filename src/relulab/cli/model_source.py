@@ -136,10 +136,12 @@ def build_model(reference: str) -> nn.Module:
     return model
 
 
-def load_state_file(path: Path) -> dict:
-    """A state dict from a file, loaded with weights_only=True; any problem is one line."""
+def load_state_file(path: Path, option: str = "--checkpoint") -> dict:
+    """A state dict from a file, loaded with weights_only=True; any problem is one line,
+    naming the file as ``option`` gave it (no option: the file alone)."""
+    named = f"{option} {path}" if option else str(path)
     if not path.is_file():
-        raise UserError(f"--checkpoint {path}: no such file")
+        raise UserError(f"{named}: no such file")
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as error:
@@ -147,18 +149,18 @@ def load_state_file(path: Path) -> dict:
         # it on; say what the file holds and how to save one that loads safely
         found = _UNSAFE_GLOBAL.search(_ANSI.sub("", str(error)))
         if found is None:
-            raise UserError(f"--checkpoint {path} is not a torch file") from error
+            raise UserError(f"{named} is not a torch file") from error
         raise UserError(
-            f"--checkpoint {path} holds a pickled object, not a state dict "
+            f"{named} holds a pickled object, not a state dict "
             f"(it holds {found.group(1)}); save model.state_dict() instead"
         ) from error
     except Exception as error:  # not a zip archive nor a pickle: torch's error says little more
         detail = f" ({_described(error)})" if isinstance(error, RuntimeError) else ""
-        raise UserError(f"--checkpoint {path} is not a torch file{detail}") from error
+        raise UserError(f"{named} is not a torch file{detail}") from error
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} layout
     if not isinstance(state, dict):
-        raise UserError(f"--checkpoint {path} holds a {type(state).__name__}, not a state dict")
+        raise UserError(f"{named} holds a {type(state).__name__}, not a state dict")
     return state
 
 

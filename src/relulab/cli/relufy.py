@@ -82,7 +82,13 @@ def _settings(args: argparse.Namespace) -> dict:
         stage=args.stage, shift=args.shift, steps=args.steps, learning_rate=args.lr,
         control=not args.no_control,
     )  # fmt: skip
-    return {"source": args.source, "pretrain": pretrain, "relufy": relufy.__dict__}
+    pretrain = None if args.source else pretrain  # --from: the source run has its own
+    return {
+        "source": args.source,
+        "pretrain": pretrain,
+        "relufy": relufy.__dict__,
+        "threads": args.threads,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,10 +96,12 @@ def run(args: argparse.Namespace) -> int:
 
     from relulab.bench import rundir
     from relulab.cli.gpt import _progress, train_in
+    from relulab.optional import require
     from relulab.transformers.corpus import load_corpus
     from relulab.transformers.relufication import RelufyConfig, relufication
     from relulab.transformers.train import checkpoint, load_checkpoint
 
+    require("matplotlib", extra="plot", purpose="relulab relufy's plot")
     if args.resume:
         given = [o for o in ("source", "activation", "train_steps", "out", "name")
                  if getattr(args, o)]  # fmt: skip
@@ -110,9 +118,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         settings = _settings(args)
         if settings["source"]:
-            source = Path(settings["source"])
-            load_checkpoint(str(source / "checkpoint.pt" if source.is_dir() else source))
-        activation = settings["pretrain"]["model"]["activation"]
+            _check_source(*load_checkpoint(settings["source"]), settings["source"])
+        activation = "" if args.source else settings["pretrain"]["model"]["activation"]
         name = args.name or f"relufy-stage{args.stage}" + ("" if args.source else f"-{activation}")
         run_dir = rundir.new_run_directory(Path(args.out or "runs"), name)
         rundir.write_json_atomic(
@@ -121,19 +128,13 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"run: {run_dir}", file=sys.stderr, flush=True)
     progress = _progress(time.perf_counter())
-    torch.set_num_threads(settings["pretrain"]["threads"])
+    torch.set_num_threads(settings["threads"])
     try:
         if settings["source"]:
-            source = Path(settings["source"])
-            model, _ = load_checkpoint(str(source / "checkpoint.pt" if source.is_dir() else source))
+            model, _ = load_checkpoint(settings["source"])
         else:
             progress("training the model to relufy")
             model, _ = train_in(run_dir / "pretrain", settings["pretrain"], progress)
-        if model.config.activation not in ("gelu", "silu", "swiglu", "geglu"):
-            raise UserError(
-                f"the model's FFN activation is {model.config.activation}; relufication starts "
-                "from gelu, silu, swiglu or geglu"
-            )
         corpus = load_corpus()
         relufy = RelufyConfig(**settings["relufy"])
         result = relufication(model, corpus.train, corpus.val, relufy, progress)
@@ -162,14 +163,32 @@ def run(args: argparse.Namespace) -> int:
     rows = [("before", result["before"]), ("relufied", result["relufied"])]
     rows += [("fine-tuned", result["after"])]
     rows += [("control", result["control"])] if "control" in result else []
-    print(f"{'':<12}{'val loss':>10}{'FFN sparsity':>14}{'FLOPs removed':>15}")
+    print(f"{'':<12}{'val loss':>10}{'FFN sparsity':>14}{'input zeros':>13}"
+          f"{'FFN multiply-adds removed':>27}")  # fmt: skip
     for label, found in rows:
         sparsity = found["sparsity"]
-        print(f"{label:<12}{found['val_loss']:>10.3f}{sparsity['sparsity']:>14.3f}"
-              f"{sparsity['flops_removed']:>15.3f}")  # fmt: skip
+        inputs = sum(r["input_sparsity"] for r in sparsity["layers"]) / len(sparsity["layers"])
+        print(f"{label:<12}{found['val_loss']:>10.3f}{sparsity['sparsity']:>14.1%}"
+              f"{inputs:>13.1%}{sparsity['flops_removed']:>27.1%}")  # fmt: skip
+    print("val loss: nats per character on 256 fixed validation windows")
     print(f"\nper layer, fine-tuned:\n{_layers(result['after']['sparsity'])}")
     print(f"\nrun: {run_dir}\nplot: {plot}")
     return 0
+
+
+def _check_source(model, found: dict, source: str) -> None:
+    """A model relufication can start from: not relufied, and a smooth FFN activation."""
+    if found.get("relufied"):
+        done = found["relufied"]
+        raise UserError(
+            f"{source} is already relufied (stage {done['stage']}, shift {done['shift']}); "
+            "give the gpt train run it came from"
+        )
+    if model.config.activation not in ("gelu", "silu", "swiglu", "geglu"):
+        raise UserError(
+            f"{source}: the model's FFN activation is {model.config.activation}; relufication "
+            "starts from gelu, silu, swiglu or geglu"
+        )
 
 
 def _layers(sparsity: dict) -> str:

@@ -544,7 +544,13 @@ def run_ffn(args: argparse.Namespace) -> int:
     if args.model is not None:
         from relulab.transformers.train import load_checkpoint
 
-        load_checkpoint(args.model)  # a file that is not ours: one line, before any timing
+        _, found = load_checkpoint(args.model)  # not ours: one line, before any timing
+        if not found.get("relufied"):
+            print(
+                f"relulab speed: warning: {args.model} is not relufied: its FFN activations are "
+                "rarely exactly 0; relulab relufy makes a model whose sparsity the paths use",
+                file=sys.stderr,
+            )
 
     def progress(message: str) -> None:
         if not args.json:

@@ -26,7 +26,7 @@ def training_figure(
         axis.plot(steps, [h["val_loss"] for h in history], color=colour, marker="o",
                   markersize=3, label=f"{label}: validation")  # fmt: skip
         axis.plot(steps, [h["train_loss"] for h in history], color=colour, linestyle="--",
-                  alpha=0.6, label=f"{label}: training")  # fmt: skip
+                  alpha=0.6, label=f"{label}: training (mean over each interval)")  # fmt: skip
     for text, step in (marks or {}).items():
         axis.axvline(step, color="grey", linestyle=":")
         axis.annotate(text, (step, 1), xycoords=("data", "axes fraction"), rotation=90,

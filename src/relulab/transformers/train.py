@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -198,14 +199,29 @@ def checkpoint(
     return found
 
 
-def load_checkpoint(path: str) -> tuple[GPT, dict[str, Any]]:
-    """The GPT in a checkpoint written by :func:`checkpoint`, and the checkpoint's dict; a
-    one-line UserError for a file that is not one."""
-    from pathlib import Path
+def checkpoint_file(source: str | Path) -> Path:
+    """The checkpoint a path names: the file itself, or in a run directory its relufied.pt
+    (``relulab relufy``) or checkpoint.pt (``relulab gpt train``)."""
+    source = Path(source)
+    if not source.is_dir():
+        return source
+    for name in ("relufied.pt", "checkpoint.pt"):
+        if (source / name).is_file():
+            return source / name
+    raise UserError(
+        f"{source} has no checkpoint.pt or relufied.pt (relulab gpt train and relulab relufy "
+        "write them)"
+    )
 
+
+def load_checkpoint(source: str | Path) -> tuple[GPT, dict[str, Any]]:
+    """The GPT in a checkpoint written by :func:`checkpoint` (a file, or a run directory: see
+    :func:`checkpoint_file`), and the checkpoint's dict; a one-line UserError for anything
+    else."""
     from relulab.cli.model_source import load_state_file
 
-    found = load_state_file(Path(path))
+    path = checkpoint_file(source)
+    found = load_state_file(path, option="")
     if found.get("format") != FORMAT:
         raise UserError(f"{path} is not a relulab GPT checkpoint (relulab gpt train writes one)")
     model = GPT(GPTConfig(**found["model_config"]))
