@@ -82,6 +82,7 @@ def test_relufy_measures_before_right_after_and_after_fine_tuning(gelu_run, tmp_
     [
         (["gpt", "train", "--n-head", "5"], "not divisible by n_head 5"),
         (["gpt", "train", "--activation", "gelux"], "did you mean 'gelu'"),
+        (["gpt", "train", "--attention", "relu"], "did you mean 'rela'"),
         (["gpt", "train", "--steps", "0"], "steps must be a positive integer, got 0"),
         (["gpt", "sample", "/no/such/run"], "no such file"),
         (["gpt", "sample", "x.pt", "--temperature", "0"], "for greedy decoding: --top-k 1"),

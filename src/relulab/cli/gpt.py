@@ -16,6 +16,7 @@ from relulab.errors import UserError
 MODEL_OPTIONS = {  # option -> (GPTConfig field, type, help)
     "--activation": ("activation", str, "FFN activation: a registry spec or swiglu/geglu/reglu"),
     "--norm": ("norm", str, "layernorm, rmsnorm or none"),
+    "--attention": ("attention", str, "softmax, or rela (ReLU attention, gated RMSNorm)"),
     "--n-layer": ("n_layer", int, "blocks"),
     "--n-head": ("n_head", int, "attention heads"),
     "--n-embd": ("n_embd", int, "width of the residual stream"),
@@ -55,7 +56,7 @@ def add_parser(subparsers) -> None:
     )
     from relulab.transformers.train import TrainConfig  # its defaults, shown in --help
 
-    defaults = {**DEFAULT_MODEL, "activation": "gelu", "norm": "layernorm"}
+    defaults = {**DEFAULT_MODEL, "activation": "gelu", "norm": "layernorm", "attention": "softmax"}
     defaults.update(TrainConfig().__dict__)
     for option, (field, kind, text) in {**MODEL_OPTIONS, **TRAIN_OPTIONS}.items():
         shown = f" (default {defaults[field]})" if field in defaults else ""

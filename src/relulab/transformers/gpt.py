@@ -3,7 +3,8 @@
 The FFN activation is any relulab activation spec (``"relu"``, ``"squared_relu"``, ``"gelu"``,
 ``"golu"``, ``"leaky_relu(negative_slope=0.1)"``, ...) or a gated kind (``"swiglu"``,
 ``"geglu"``, ``"reglu"``); the normalisation is LayerNorm, RMSNorm or none; the attention is
-looked up by name in :data:`ATTENTIONS`, the seam where other kinds (ReLU attention) plug in.
+looked up by name in :data:`ATTENTIONS` (``"softmax"``, or ``"rela"``: ReLU attention with a
+gated RMSNorm, whose parameters come from :data:`ATTENTION_NORMS`).
 Decoding keeps a :class:`KVCache` per block, so that each new token costs one position::
 
     model = GPT(GPTConfig(vocab_size=65, activation="relu"))
@@ -49,7 +50,61 @@ def softmax_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-ATTENTIONS: dict[str, Attention] = {"softmax": softmax_attention}
+def relu_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True
+) -> torch.Tensor:
+    """ReLA's attention (Zhang, Titov & Sennrich 2021): ``relu(q kᵀ/√d) v``, no normalisation
+    over the keys, so a row whose scores are all ≤ 0 is all zero (the head is switched off
+    for that query). Causal positions get score 0, not −∞: relu of either is 0, and 0 keeps
+    the product finite. The scale of the output is left to :class:`GatedRMSNorm`."""
+    t_query, t_key = q.shape[-2], k.shape[-2]
+    weights = torch.relu((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1]))
+    if causal:
+        # With a cache the queries are the last positions of the keys (as softmax_attention).
+        mask = torch.ones(t_query, t_key, dtype=torch.bool, device=q.device).tril(t_key - t_query)
+        weights = weights.masked_fill(~mask, 0.0)
+    return weights @ v
+
+
+ATTENTIONS: dict[str, Attention] = {"softmax": softmax_attention, "rela": relu_attention}
+
+
+class GatedRMSNorm(nn.Module):
+    """ReLA's gated RMSNorm: ``s ⊙ o / √(mean(o²) + eps) ⊙ σ(g ⊙ o)`` over the last dimension.
+
+    ReLU attention's output has no fixed scale (its weights do not sum to one); the RMSNorm
+    restores one and the element-wise gate lets the layer shut features off. For an all-zero
+    ``o`` (every head switched off) the output is 0 and ``eps`` keeps it and its gradient
+    finite.
+
+    Args:
+        features: size of the last dimension (ReLA normalises the concatenated heads).
+        eps: added to the mean square.
+
+    Attributes:
+        weight: the scale ``s``, init 1.
+        gate: the gate vector ``g``, init 1, so that the gate starts as σ(o): open for
+            positive features, half-open at 0, and no draw from the random generator (the GPT's
+            other weights stay those of softmax attention for the same seed).
+    """
+
+    def __init__(self, features: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(features))
+        self.gate = nn.Parameter(torch.ones(features))
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        rms = torch.sqrt(o.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * (o / rms) * torch.sigmoid(self.gate * o)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+# The attention kinds that need a module with parameters after the heads are concatenated
+# (the ATTENTIONS functions are parameter-free); made from the model width.
+ATTENTION_NORMS: dict[str, Callable[[int], nn.Module]] = {"rela": GatedRMSNorm}
 
 
 @dataclass
@@ -181,13 +236,18 @@ class FeedForward(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention; the kernel is ``ATTENTIONS[config.attention]``."""
+    """Multi-head causal self-attention; the kernel is ``ATTENTIONS[config.attention]``, and
+    for kinds in :data:`ATTENTION_NORMS` (ReLA) its module ``norm`` acts on the concatenated
+    heads before the output projection."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
         self.attention = config.attention  # a name, looked up at call time: picklable
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        # Only for kinds in ATTENTION_NORMS, so that softmax's state_dict keys are unchanged.
+        make = ATTENTION_NORMS.get(config.attention)
+        self.norm = make(config.n_embd) if make is not None else None
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -199,8 +259,10 @@ class CausalSelfAttention(nn.Module):
         )
         if cache is not None:
             k, v = cache.append(k, v)
-        y = ATTENTIONS[self.attention](q, k, v, True)
-        return self.dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+        y = ATTENTIONS[self.attention](q, k, v, True).transpose(1, 2).reshape(B, T, C)
+        if self.norm is not None:
+            y = self.norm(y)
+        return self.dropout(self.proj(y))
 
 
 class Block(nn.Module):
