@@ -150,7 +150,8 @@ def test_the_command_writes_its_run_directory_and_loads_a_bench_run(tmp_path, ca
     assert "is a relulab reduce run, not a bench run" in capsys.readouterr().err
     # a resumed run is recorded, and a method named twice is one method
     assert main(["reduce", "--resume", str(run), "--json"]) == 0
-    assert len(json.loads((run / "config.json").read_text())["resumes"]) == 1
+    (resume,) = json.loads((run / "config.json").read_text())["resumes"]
+    assert resume["resumed"] and resume["git"] and resume["versions"]["torch"]
     capsys.readouterr()
     argv = ["reduce", "--task", "spirals", "--methods", "cull", "cull", "--budgets", "64",
             "--fine-tune-epochs", "1", "--out", str(tmp_path / "runs2"), "--json"]  # fmt: skip

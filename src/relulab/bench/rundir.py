@@ -333,3 +333,12 @@ def environment() -> dict[str, Any]:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def record_resume(run: Path, config: dict[str, Any], **details: Any) -> None:
+    """Append this resume to ``config["resumes"]`` (when, the code's versions, git commit and
+    source hash, and ``details``) and write config.json back atomically."""
+    now = environment()
+    resume = {"resumed": now_iso(), **details, **{k: now[k] for k in ("versions", "git", "source")}}
+    config["resumes"] = [*config.get("resumes", []), resume]
+    write_json_atomic(run / CONFIG, config)

@@ -556,16 +556,10 @@ def resume_run(
             raise UserError(
                 "--resume: the trials planned now differ from the run's (defaults changed?)"
             )
-        resume = {
-            "resumed": rundir.now_iso(),
-            "forced": bool(differences),
-            "differences": differences,
-        }
+        details = {"forced": bool(differences), "differences": differences}
         if moved:
-            resume["data_moved"] = moved
-        resume.update({k: now[k] for k in ("versions", "git", "source")})
-        stored_file["resumes"] = [*stored_file.get("resumes", []), resume]
-        rundir.write_json_atomic(run / rundir.CONFIG, stored_file)
+            details["data_moved"] = moved
+        rundir.record_resume(run, stored_file, **details)
     return stored, specs
 
 

@@ -7,10 +7,10 @@ import dataclasses
 import io
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from relulab.cli.output import progress_printer
 from relulab.errors import UserError
 
 MODEL_OPTIONS = {  # option -> (GPTConfig field, type, help)
@@ -92,13 +92,6 @@ def add_parser(subparsers) -> None:
     sample.set_defaults(run=run_sample)
 
 
-def _progress(start: float):
-    def progress(line: str) -> None:
-        print(f"  [{time.perf_counter() - start:5.0f} s] {line}", file=sys.stderr, flush=True)
-
-    return progress
-
-
 def _new_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     from relulab.bench import rundir
     from relulab.transformers.gpt import GPTConfig
@@ -141,8 +134,7 @@ def _resumed(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     config = rundir.read_config(run)
     if config.get("command") != "gpt train":
         raise UserError(f"{run} is not a relulab gpt train run")
-    config.setdefault("resumes", []).append({"at": rundir.now_iso(), "git": rundir.git_revision()})
-    rundir.write_json_atomic(run / rundir.CONFIG, config)
+    rundir.record_resume(run, config)
     return run, config["settings"]
 
 
@@ -199,7 +191,7 @@ def run_train(args: argparse.Namespace) -> int:
     run, settings = _new_run(args) if args.resume is None else _resumed(args)
     print(f"run: {run}", file=sys.stderr, flush=True)
     try:
-        model, history = train_in(run, settings, _progress(time.perf_counter()))
+        model, history = train_in(run, settings, progress_printer())
     except KeyboardInterrupt:
         print(f"to continue: relulab gpt train --resume {run}", file=sys.stderr)
         raise

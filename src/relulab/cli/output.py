@@ -1,10 +1,11 @@
-"""Plain-text tables, JSON and checked PNG paths shared by the subcommands."""
+"""Plain-text tables, JSON, checked PNG paths and progress lines shared by the subcommands."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,13 @@ def check_png_output(path: str, option: str = "-o") -> None:
         raise UserError(f"cannot write {target}: {error.strerror or error}") from None
     if not existed:
         target.unlink(missing_ok=True)
+
+
+def progress_printer() -> Callable[[str], None]:
+    """A function printing a progress line on stderr with the seconds since it was made."""
+    start = time.perf_counter()
+
+    def progress(line: str) -> None:
+        print(f"  [{time.perf_counter() - start:5.0f} s] {line}", file=sys.stderr, flush=True)
+
+    return progress

@@ -6,11 +6,10 @@ import argparse
 import re
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
-from relulab.cli.output import format_table, print_json
+from relulab.cli.output import format_table, print_json, progress_printer
 from relulab.errors import UserError
 
 DESCRIPTION = textwrap.fill(
@@ -193,15 +192,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         run_dir = Path(args.resume)
-        config = rundir.read_config(run_dir)
-        config.setdefault("resumes", []).append(
-            {"at": rundir.now_iso(), "git": rundir.git_revision()}
-        )
-        rundir.write_json_atomic(run_dir / rundir.CONFIG, config)
-    start = time.perf_counter()
-
-    def progress(line: str) -> None:
-        print(f"  [{time.perf_counter() - start:5.0f} s] {line}", file=sys.stderr, flush=True)
+        rundir.record_resume(run_dir, rundir.read_config(run_dir))
+    progress = progress_printer()
 
     print(f"run: {run_dir}", file=sys.stderr, flush=True)
     try:

@@ -6,7 +6,6 @@ import argparse
 import io
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from relulab.errors import UserError
@@ -95,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from relulab.bench import rundir
-    from relulab.cli.gpt import _progress, train_in
+    from relulab.cli.gpt import train_in
+    from relulab.cli.output import progress_printer
     from relulab.optional import require
     from relulab.transformers.corpus import load_corpus
     from relulab.transformers.relufication import RelufyConfig, relufication
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if config.get("command") != "relufy":
             raise UserError(f"{run_dir} is not a relulab relufy run")
         settings = config["settings"]
+        rundir.record_resume(run_dir, config)
     else:
         settings = _settings(args)
         if settings["source"]:
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             {"command": "relufy", "settings": settings, **rundir.environment()},
         )
     print(f"run: {run_dir}", file=sys.stderr, flush=True)
-    progress = _progress(time.perf_counter())
+    progress = progress_printer()
     torch.set_num_threads(settings["threads"])
     try:
         if settings["source"]:
