@@ -28,6 +28,7 @@ from relulab.cli import (
     codes,
     count,
     dead_units,
+    entropy,
     gpt,
     listing,
     overconfidence,
@@ -58,6 +59,7 @@ COMMANDS = (
     reduce,
     gpt,
     relufy,
+    entropy,
 )
 # Library messages point to the Python API; at the command line, point to the command.
 CLI_WORDING = {"relulab.list_activations()": "'relulab list'"}

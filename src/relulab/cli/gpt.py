@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from relulab.cli.output import progress_printer
 from relulab.errors import UserError
+from relulab.transformers.train import train_in
 
 MODEL_OPTIONS = {  # option -> (GPTConfig field, type, help)
     "--activation": ("activation", str, "FFN activation: a registry spec or swiglu/geglu/reglu"),
@@ -136,46 +135,6 @@ def _resumed(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         raise UserError(f"{run} is not a relulab gpt train run")
     rundir.record_resume(run, config)
     return run, config["settings"]
-
-
-def train_in(run: Path, settings: dict[str, Any], progress) -> tuple[Any, list[dict]]:
-    """Train the GPT that ``settings`` describe in ``run`` (checkpoint.pt, metrics.jsonl),
-    continuing from its checkpoint if there is one; the model and its evaluations."""
-    import torch
-
-    from relulab.bench import rundir
-    from relulab.transformers.corpus import load_corpus
-    from relulab.transformers.gpt import GPT, GPTConfig
-    from relulab.transformers.train import TrainConfig, checkpoint, load_checkpoint, train_gpt
-
-    torch.set_num_threads(settings["threads"])
-    train_config = TrainConfig(**settings["train"])
-    corpus = load_corpus()
-    state, saved = None, run / "checkpoint.pt"
-    if saved.is_file():
-        model, state = load_checkpoint(str(saved))
-    else:
-        torch.manual_seed(train_config.seed)
-        model = GPT(GPTConfig(**settings["model"]))
-    parameters = sum(p.numel() for p in model.parameters())
-    done = 0 if state is None else int(state["step"])
-    resumed = f", resuming after step {done}" if done else ""
-    progress(f"{parameters:,} parameters, {train_config.steps} steps{resumed}")
-
-    def on_eval(step, metrics, model, optimizer, generator) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint(model, optimizer, generator, step), buffer)
-        rundir.write_bytes_atomic(saved, buffer.getvalue())
-        with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(metrics) + "\n")
-
-    if state is None or state["step"] < train_config.steps:
-        train_gpt(
-            model, corpus.train, corpus.val, train_config,
-            on_eval=on_eval, state=state, progress=progress,
-        )  # fmt: skip
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return model.eval(), list({h["step"]: h for h in history}.values())  # resumed: once
 
 
 def run_train(args: argparse.Namespace) -> int:

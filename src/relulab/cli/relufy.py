@@ -94,12 +94,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from relulab.bench import rundir
-    from relulab.cli.gpt import train_in
     from relulab.cli.output import progress_printer
     from relulab.optional import require
     from relulab.transformers.corpus import load_corpus
     from relulab.transformers.relufication import RelufyConfig, relufication
-    from relulab.transformers.train import checkpoint, load_checkpoint
+    from relulab.transformers.train import checkpoint, load_checkpoint, train_in
 
     require("matplotlib", extra="plot", purpose="relulab relufy's plot")
     if args.resume:

@@ -37,6 +37,11 @@ GATED = {"swiglu": "silu", "geglu": "gelu", "reglu": "relu"}
 NORMS = ("layernorm", "rmsnorm", "none")
 
 
+def _causal_mask(t_query: int, t_key: int, device: torch.device) -> torch.Tensor:
+    # With a cache the queries are the *last* t_query positions of the keys.
+    return torch.ones(t_query, t_key, dtype=torch.bool, device=device).tril(t_key - t_query)
+
+
 def softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True
 ) -> torch.Tensor:
@@ -46,27 +51,44 @@ def softmax_attention(
     t_query, t_key = q.shape[-2], k.shape[-2]
     if not causal or t_query == t_key:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    mask = torch.ones(t_query, t_key, dtype=torch.bool, device=q.device).tril(t_key - t_query)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=_causal_mask(t_query, t_key, q.device))
+
+
+def softmax_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """The weights :func:`softmax_attention` applies to ``v`` (its kernel never forms them):
+    ``softmax(q kᵀ/√d)`` over the keys, masked keys at −∞. Shape (B, heads, T_q, T_k)."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if causal:
+        scores = scores.masked_fill(~_causal_mask(*scores.shape[-2:], q.device), -math.inf)
+    return torch.softmax(scores, dim=-1)
+
+
+def relu_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """ReLA's attention weights (Zhang, Titov & Sennrich 2021): ``relu(q kᵀ/√d)``, no
+    normalisation over the keys, so a row whose scores are all ≤ 0 is all zero (the head is
+    switched off for that query). Masked keys get 0, not −∞: relu of either is 0, and 0 keeps
+    the product with ``v`` finite."""
+    weights = torch.relu((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1]))
+    if causal:
+        weights = weights.masked_fill(~_causal_mask(*weights.shape[-2:], q.device), 0.0)
+    return weights
 
 
 def relu_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True
 ) -> torch.Tensor:
-    """ReLA's attention (Zhang, Titov & Sennrich 2021): ``relu(q kᵀ/√d) v``, no normalisation
-    over the keys, so a row whose scores are all ≤ 0 is all zero (the head is switched off
-    for that query). Causal positions get score 0, not −∞: relu of either is 0, and 0 keeps
-    the product finite. The scale of the output is left to :class:`GatedRMSNorm`."""
-    t_query, t_key = q.shape[-2], k.shape[-2]
-    weights = torch.relu((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1]))
-    if causal:
-        # With a cache the queries are the last positions of the keys (as softmax_attention).
-        mask = torch.ones(t_query, t_key, dtype=torch.bool, device=q.device).tril(t_key - t_query)
-        weights = weights.masked_fill(~mask, 0.0)
-    return weights @ v
+    """ReLA's attention: ``relu_weights(q, k) @ v``. The scale of the output is left to
+    :class:`GatedRMSNorm`."""
+    return relu_weights(q, k, causal) @ v
 
 
 ATTENTIONS: dict[str, Attention] = {"softmax": softmax_attention, "rela": relu_attention}
+# The weights each kind puts on the values, formed explicitly (for analysis: attention entropy,
+# zero weights); (q, k, causal) -> (B, heads, T_q, T_k).
+ATTENTION_WEIGHTS: dict[str, Callable[..., torch.Tensor]] = {
+    "softmax": softmax_weights,
+    "rela": relu_weights,
+}
 
 
 class GatedRMSNorm(nn.Module):
@@ -251,12 +273,23 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of ``x`` (B, T, C), each (B, heads, T, head size)."""
         B, T, C = x.shape
-        q, k, v = (
-            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        return tuple(  # type: ignore[return-value]
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
             for t in self.qkv(x).split(C, dim=2)
         )
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights this layer puts on the values for input ``x`` (B, T, C),
+        formed explicitly (:data:`ATTENTION_WEIGHTS`): (B, heads, T, T)."""
+        q, k, _ = self.heads(x)
+        return ATTENTION_WEIGHTS[self.attention](q, k, True)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.heads(x)
         if cache is not None:
             k, v = cache.append(k, v)
         y = ATTENTIONS[self.attention](q, k, v, True).transpose(1, 2).reshape(B, T, C)

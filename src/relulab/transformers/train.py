@@ -11,6 +11,8 @@ continues from one exactly, its random windows included.
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import math
 import time
 from collections.abc import Callable
@@ -70,11 +72,17 @@ def windows(
     return ids[starts[:, None] + offsets], ids[starts[:, None] + offsets + 1]
 
 
+def validation_windows(
+    ids: torch.Tensor, block: int, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed windows every validation uses: :func:`windows` from a generator seeded 1234."""
+    return windows(ids, block, count, torch.Generator().manual_seed(1234))
+
+
 @torch.no_grad()
 def validation_loss(model: nn.Module, ids: torch.Tensor, config: TrainConfig) -> float:
     """Mean next-token cross entropy (nats per token) on ``eval_windows`` fixed windows."""
-    block = _block_size(model)
-    x, y = windows(ids, block, config.eval_windows, torch.Generator().manual_seed(1234))
+    x, y = validation_windows(ids, _block_size(model), config.eval_windows)
     was_training = model.training
     model.eval()
     total = 0.0
@@ -231,3 +239,41 @@ def load_checkpoint(source: str | Path) -> tuple[GPT, dict[str, Any]]:
         relufy(model, **found["relufied"])
     model.load_state_dict(found["weights"])
     return model, found
+
+
+def train_in(
+    run: Path, settings: dict[str, Any], progress: Callable[[str], None]
+) -> tuple[GPT, list[dict[str, float]]]:
+    """Train the GPT that ``settings`` describe in ``run`` (checkpoint.pt, metrics.jsonl),
+    continuing from its checkpoint if there is one; the model and its evaluations."""
+    from relulab.bench import rundir
+    from relulab.transformers.corpus import load_corpus
+
+    torch.set_num_threads(settings["threads"])
+    train_config = TrainConfig(**settings["train"])
+    corpus = load_corpus()
+    state, saved = None, run / "checkpoint.pt"
+    if saved.is_file():
+        model, state = load_checkpoint(str(saved))
+    else:
+        torch.manual_seed(train_config.seed)
+        model = GPT(GPTConfig(**settings["model"]))
+    parameters = sum(p.numel() for p in model.parameters())
+    done = 0 if state is None else int(state["step"])
+    resumed = f", resuming after step {done}" if done else ""
+    progress(f"{parameters:,} parameters, {train_config.steps} steps{resumed}")
+
+    def on_eval(step, metrics, model, optimizer, generator) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint(model, optimizer, generator, step), buffer)
+        rundir.write_bytes_atomic(saved, buffer.getvalue())
+        with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+
+    if state is None or state["step"] < train_config.steps:
+        train_gpt(
+            model, corpus.train, corpus.val, train_config,
+            on_eval=on_eval, state=state, progress=progress,
+        )  # fmt: skip
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return model.eval(), list({h["step"]: h for h in history}.values())  # resumed: once
