@@ -17,10 +17,10 @@ from relulab.errors import UserError
 # cells change or the seed (each cell runs every seed)
 SHAPE_OPTIONS = {o: MODEL_OPTIONS[o] for o in ("--n-layer", "--n-head", "--n-embd", "--block-size")}
 EXPERIMENT_TRAIN_OPTIONS = {o: v for o, v in TRAIN_OPTIONS.items() if o != "--seed"}
-QUANTITIES = {  # AttentionStats field -> heatmap label and colour scale
-    "normalized_entropy": ("entropy / log(keys seen) (1 = uniform)", (0.0, 1.0)),
-    "zero_fraction": ("share of weights exactly 0", (0.0, 1.0)),
-    "off_fraction": ("share of rows all 0 (head off)", (0.0, 1.0)),
+QUANTITIES = {  # AttentionStats field -> heatmap colour-bar label and scale
+    "normalized_entropy": ("entropy / log(keys) (1 = uniform)", (0.0, 1.0)),
+    "zero_fraction": ("weights exactly 0", (0.0, 1.0)),
+    "off_fraction": ("rows all 0 (head off)", (0.0, 1.0)),
 }
 
 
@@ -105,15 +105,17 @@ def _measure(args: argparse.Namespace) -> int:
     json_path = path.parent / f"{stem}entropy.json"
     rundir.write_json_atomic(json_path, result)
     config = model.config
-    title = (f"{config.n_layer}x{config.n_embd} GPT, {config.norm}, {config.activation}, "
-             f"{config.attention} attention: {stats.rows:,} queries per head")  # fmt: skip
-    rows = {
-        QUANTITIES["normalized_entropy"][0]: {"normalised entropy": result["normalized_entropy"]}
+    title = (f"{config.n_layer}x{config.n_embd} GPT ({config.norm}, {config.activation}, "
+             f"{config.attention} attention): {stats.rows:,} queries per head")  # fmt: skip
+    panels = {
+        "normalized_entropy": "attention entropy / log(keys the query sees)",
+        "zero_fraction": "share of attention weights exactly 0",
+        "off_fraction": "share of queries whose row is all 0 (head off)",
     }
-    if config.attention != "softmax":  # softmax has no zero weight: the panel would be blank
-        for key in ("zero_fraction", "off_fraction"):
-            rows[QUANTITIES[key][0]] = {key.replace("_", " "): result[key]}
-    limits = {label: scale for label, scale in QUANTITIES.values()}
+    if config.attention == "softmax":  # softmax has no zero weight: those panels would be blank
+        del panels["zero_fraction"], panels["off_fraction"]
+    rows = {QUANTITIES[key][0]: {name: result[key]} for key, name in panels.items()}
+    limits = dict(QUANTITIES.values())
     plot = plot_head_heatmaps(rows, path.parent / f"{stem}entropy.png", title=title, limits=limits)
     if args.json:
         print_json(result)

@@ -62,7 +62,10 @@ def add_parser(subparsers) -> None:
         train.add_argument(option, dest=field, type=kind, help=text + shown)
     train.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     train.add_argument("--out", help="parent directory of new runs (default runs)")
-    train.add_argument("--name", help="run name after the timestamp (default gpt-ACTIVATION)")
+    train.add_argument(
+        "--name",
+        help="run name after the timestamp (default gpt-ACTIVATION, -ATTENTION unless softmax)",
+    )
     train.add_argument("--resume", metavar="DIR", help="continue an interrupted run")
     train.set_defaults(run=run_train)
     sample = commands.add_parser(
@@ -113,7 +116,9 @@ def _new_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         "train": dataclasses.asdict(TrainConfig(**train)),
         "threads": args.threads,
     }
-    name = args.name or f"gpt-{settings['model']['activation']}"
+    model_settings = settings["model"]
+    kind = "" if model_settings["attention"] == "softmax" else f"-{model_settings['attention']}"
+    name = args.name or f"gpt-{model_settings['activation']}{kind}"
     run = rundir.new_run_directory(Path(args.out or "runs"), name.replace("/", "-"))
     rundir.write_json_atomic(
         run / rundir.CONFIG, {"command": "gpt train", "settings": settings, **rundir.environment()}

@@ -24,7 +24,7 @@ def plot_head_heatmaps(
     first = np.array(next(iter(next(iter(rows.values())).values())), dtype=float)
     layers, heads = first.shape
     figure, axes = new_figure(
-        len(rows), columns, width=1.2 + columns * (0.55 * heads + 1.4),
+        len(rows), columns, width=max(6.5, 1.2 + columns * (0.55 * heads + 1.4)),
         height=0.9 + len(rows) * (0.45 * layers + 1.1),
     )  # fmt: skip
     for r, (quantity, panels) in enumerate(rows.items()):

@@ -139,7 +139,9 @@ def summarize(name: str, results: Mapping[str, Mapping[int, Mapping[str, Any]]])
             "perplexity": math.exp(loss["mean"]) if finished else math.nan,
             "seeds": sorted(by_seed),
             "diverged": sum(bool(r["diverged"]) for r in by_seed.values()),
-            "nan_weights": sum(np.nansum(r["stats"]["nan_count"]) for r in finished),
+            "nan_weights": int(
+                sum(np.nansum(np.array(r["stats"]["nan_count"], dtype=float)) for r in finished)
+            ),
             "heads": heads,
             "near_uniform_heads": _share(heads["normalized_entropy"], NEAR_UNIFORM),
             "train_seconds": summary([r["train_seconds"] for r in finished])["mean"],
