@@ -103,3 +103,25 @@ def test_diverged_runs_are_counted_and_left_out_of_the_pairs():
 def test_unknown_experiment_names_the_nearest():
     with pytest.raises(UserError, match="did you mean 'attention'"):
         experiment_cells("atention")
+
+
+def test_early_entropy_is_compared_per_seed_over_the_first_half_of_the_layers():
+    def result(early: float, late: float) -> dict:
+        matrix = [[early, early + 0.02], [late, late]]  # 2 layers x 2 heads: layer 0 is early
+        heads = {k: matrix for k in ("entropy", "normalized_entropy", "zero_fraction",
+                                     "off_fraction", "nan_count")}  # fmt: skip
+        return {"diverged": None, "val_loss": 2.0 + early, "train_seconds": 1.0, "stats": heads}
+
+    treatment, baseline = [0.5, 0.6, 0.4, 0.55], [0.9, 0.8, 0.95, 0.7]
+    results = {
+        "softmax": {s: result(b, 0.0) for s, b in enumerate(baseline)},
+        "rela": {s: result(t, 1.0) for s, t in enumerate(treatment)},
+    }
+    comparison = summarize("attention", results)["comparisons"]["rela vs softmax"]
+    early_t, early_b = [t + 0.01 for t in treatment], [b + 0.01 for b in baseline]
+    assert comparison["early_entropy_difference"] == pytest.approx(
+        sum(treatment) / 4 - sum(baseline) / 4
+    )
+    assert comparison["early_entropy_p_value"] == pytest.approx(
+        stats.ttest_rel(early_t, early_b).pvalue
+    )

@@ -315,14 +315,19 @@ def experiment_report(summary: dict[str, Any]) -> str:
             _signed_pct(c["perplexity_change"]),
             _p(c["p_value"]),
             _p(c["p_holm"]),
+            _f(c["early_entropy_difference"]),
+            _p(c["early_entropy_p_value"]),
             c["pairs"],
         ]
         for key, c in summary["comparisons"].items()
     ]
     lines.append(format_table(
-        ["comparison", "Δ val loss", "perplexity change", "p (paired t)", "p (Holm)", "pairs"],
+        ["comparison", "Δ val loss", "perplexity change", "p (paired t)", "p (Holm)",
+         "Δ early entropy", "p (early entropy)", "pairs"],
         comparisons,
     ))  # fmt: skip
+    lines.append("(early entropy: entropy / log(keys), mean over the heads of the first half "
+                 "of the layers)")  # fmt: skip
     speed = summary.get("speed")
     if speed:
         times = speed["median_seconds"]

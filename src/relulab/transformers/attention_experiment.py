@@ -124,7 +124,8 @@ def run_experiment(
 def summarize(name: str, results: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[str, Any]:
     """Per cell: validation loss (mean, CI), perplexity, divergences, NaN weights and the
     heads' mean entropy, zero weights and switched-off rows (means over the seeds that
-    finished); and the experiment's paired comparisons on the validation loss."""
+    finished); and the experiment's paired comparisons of the validation loss (Holm-adjusted)
+    and of the early layers' normalised entropy (first half of the layers; unadjusted)."""
     cells: dict[str, Any] = {}
     for cell, by_seed in results.items():
         finished = [r for r in by_seed.values() if not r["diverged"]]
@@ -164,6 +165,15 @@ def summarize(name: str, results: Mapping[str, Mapping[int, Mapping[str, Any]]])
             "p_value": p,
             "pairs": len(seeds),
         }
+        # "entropic overload" sits in the early layers: their mean normalised entropy per
+        # run, paired the same way (a diverged run has none and drops out of the pairs)
+        entropy_difference, entropy_p = paired_t_test(
+            [_early_entropy(results[treatment][s]) for s in seeds],
+            [_early_entropy(results[baseline][s]) for s in seeds],
+        )
+        comparisons[f"{treatment} vs {baseline}"].update(
+            early_entropy_difference=entropy_difference, early_entropy_p_value=entropy_p
+        )
     adjusted = holm({key: c["p_value"] for key, c in comparisons.items()})
     for key, comparison in comparisons.items():
         comparison["p_holm"] = adjusted[key]
@@ -173,6 +183,16 @@ def summarize(name: str, results: Mapping[str, Mapping[int, Mapping[str, Any]]])
         "cells": cells,
         "comparisons": comparisons,
     }
+
+
+def _early_entropy(result: Mapping[str, Any]) -> float:
+    """Mean normalised entropy over the heads of the first half of the layers (at least one)."""
+    if result["diverged"]:
+        return math.nan
+    matrix = result["stats"]["normalized_entropy"]
+    early = matrix[: max(1, len(matrix) // 2)]
+    values = [v for row in early for v in row if v is not None]
+    return float(np.mean(values)) if values else math.nan
 
 
 def _mean_matrix(matrices: list[list[list[float | None]]]) -> list[list[float | None]]:
