@@ -33,6 +33,7 @@ from relulab.cli import (
     listing,
     overconfidence,
     plot,
+    prefer,
     reduce,
     regions,
     relufy,
@@ -59,6 +60,7 @@ COMMANDS = (
     reduce,
     gpt,
     relufy,
+    prefer,
     entropy,
 )
 # Library messages point to the Python API; at the command line, point to the command.
