@@ -49,6 +49,35 @@ def test_measure_a_checkpoint_file_names_its_outputs_after_it(rela_run, tmp_path
     assert (tmp_path / "mine-entropy.json").is_file() and (tmp_path / "mine-entropy.png").is_file()
 
 
+def test_measure_uses_the_threads_asked_for(rela_run):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["entropy", str(rela_run), "--windows", "2", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_unwritable_place_is_one_line_before_the_measurement(rela_run, capsys, monkeypatch):
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    measured = []
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(
+        "relulab.transformers.attention_stats.attention_statistics",
+        lambda *a, **k: measured.append(1),
+    )
+    assert main(["entropy", str(rela_run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0] and "Read-only file system" in err[0]
+    assert not measured
+
+
 def test_attention_experiment_end_to_end(tmp_path, capsys):
     argv = ["entropy", "--experiment", "attention", "--seeds", "2", *TINY_SHAPE, *TINY_TRAIN,
             "--windows", "4", "--threads", "1", "--out", str(tmp_path)]  # fmt: skip
@@ -64,6 +93,8 @@ def test_attention_experiment_end_to_end(tmp_path, capsys):
         assert _png_is_drawn(run / name)
     assert main(["entropy", "--resume", str(run)]) == 0  # finished: only the summary again
     assert len(json.loads((run / "config.json").read_text())["resumes"]) == 1
+    assert main(["entropy", str(run)]) == 2  # an experiment is not a GPT run: point inside
+    assert "it holds GPT runs, e.g." in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -78,6 +109,13 @@ def test_attention_experiment_end_to_end(tmp_path, capsys):
         (["entropy", "--resume", "x", "--steps", "5"], "drop --steps"),
         (["entropy", "/no/such/run.pt"], "no such file"),
         (["entropy", "x.pt", "--windows", "0"], "--windows must be >= 1"),
+        (["entropy", "x.pt", "--seeds", "3"], "--seeds runs an experiment"),
+        (["entropy", "--resume", "x", "--seeds", "3"], "drop --seeds"),
+        (["entropy", "--resume", "x", "--windows", "3"], "drop --windows"),
+        (
+            ["entropy", "--experiment", "attention", "--block-size", "1"],
+            "--block-size must be >= 2",
+        ),
     ],
 )
 def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):

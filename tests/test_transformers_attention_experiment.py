@@ -125,3 +125,21 @@ def test_early_entropy_is_compared_per_seed_over_the_first_half_of_the_layers():
     assert comparison["early_entropy_p_value"] == pytest.approx(
         stats.ttest_rel(early_t, early_b).pvalue
     )
+
+
+def test_rounding_differences_in_entropy_get_no_p_value_and_huge_losses_no_overflow():
+    def result(loss: float, entropy: float) -> dict:
+        matrix = [[entropy, entropy]]
+        heads = {k: matrix for k in ("entropy", "normalized_entropy", "zero_fraction",
+                                     "off_fraction", "nan_count")}  # fmt: skip
+        return {"diverged": None, "val_loss": loss, "train_seconds": 1.0, "stats": heads}
+
+    results = {  # uniform attention in both, up to float32 rounding; a loss that blew up
+        "softmax": {s: result(2.0 + s / 10, 1.0 - 1e-8 * s) for s in range(3)},
+        "rela": {s: result(1e4 * (s + 1), 1.0 + 3e-8 * s * s) for s in range(3)},
+    }
+    summary = summarize("attention", results)
+    comparison = summary["comparisons"]["rela vs softmax"]
+    assert math.isnan(comparison["early_entropy_p_value"])
+    assert summary["cells"]["rela"]["perplexity"] == math.inf
+    assert comparison["perplexity_change"] == math.inf

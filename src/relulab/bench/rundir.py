@@ -67,11 +67,26 @@ def _current_umask() -> int:
 _UMASK = _current_umask()  # read once: os.umask can only be read by setting it
 
 
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    # A read-only or full file system, or a folder of someone else's, is the user's to fix:
+    # one line naming the file, not a traceback.
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def check_writable(path: Path) -> None:
+    """Before long work whose result goes to ``path``: a one-line UserError if no file can
+    be written there."""
+    descriptor, temporary = _temporary_beside(path)
+    os.close(descriptor)
+    Path(temporary).unlink(missing_ok=True)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
+    descriptor, temporary = _temporary_beside(path)
     try:
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes it private; results are not
         with os.fdopen(descriptor, "wb") as handle:

@@ -15,6 +15,7 @@ from relulab.errors import UserError
 
 # the options an experiment takes: the shape of the base GPT and the training, not what its
 # cells change or the seed (each cell runs every seed)
+SEEDS, WINDOWS, THREADS = 5, 256, 2  # defaults
 SHAPE_OPTIONS = {o: MODEL_OPTIONS[o] for o in ("--n-layer", "--n-head", "--n-embd", "--block-size")}
 EXPERIMENT_TRAIN_OPTIONS = {o: v for o, v in TRAIN_OPTIONS.items() if o != "--seed"}
 QUANTITIES = {  # AttentionStats field -> heatmap colour-bar label and scale
@@ -47,20 +48,21 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("source", metavar="RUN", nargs="?",
                         help="a gpt train or relufy run directory, or a checkpoint")  # fmt: skip
-    parser.add_argument("--windows", type=int, default=256,
-                        help="validation windows measured (default 256)")  # fmt: skip
+    parser.add_argument("--windows", type=int,
+                        help=f"validation windows measured (default {WINDOWS})")  # fmt: skip
+    parser.add_argument(
+        "--threads", type=int, help=f"torch threads (default {THREADS}; on --resume, the run's)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     group = parser.add_argument_group("experiments")
     group.add_argument("--experiment", metavar="NAME",
                        help=f"run an experiment: {' or '.join(EXPERIMENTS)}")  # fmt: skip
-    group.add_argument("--seeds", type=int, default=5,
-                       help="seeds 0..N-1 per cell (default 5)")  # fmt: skip
+    group.add_argument("--seeds", type=int, help=f"seeds 0..N-1 per cell (default {SEEDS})")
     defaults = {**DEFAULT_MODEL, **TrainConfig().__dict__}
     for option, (field, kind, text) in {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS}.items():
         group.add_argument(
             option, dest=field, type=kind, help=f"{text} (default {defaults[field]})"
         )
-    group.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     group.add_argument("--out", help="parent directory of new runs (default runs)")
     group.add_argument("--resume", metavar="DIR", help="continue an interrupted experiment")
     parser.set_defaults(run=run)
@@ -69,13 +71,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from relulab.optional import require
 
-    if args.windows < 1:
-        raise UserError(f"--windows must be >= 1, got {args.windows}")
-    experiment_options = [
-        option
-        for option, (field, *_) in {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS}.items()
-        if getattr(args, field) is not None
-    ] + [o for o, v in (("--out", args.out), ("--resume", args.resume)) if v]
+    for option, value in (("--windows", args.windows), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be >= 1, got {value}")
+    experiment_options = _given(args, {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS}) + [
+        o for o, v in (("--seeds", args.seeds), ("--out", args.out), ("--resume", args.resume)) if v
+    ]
     if args.source is not None:
         if args.experiment or experiment_options:
             extra = "--experiment" if args.experiment else experiment_options[0]
@@ -88,24 +89,35 @@ def run(args: argparse.Namespace) -> int:
     return _experiment(args)
 
 
+def _given(args: argparse.Namespace, options: dict) -> list[str]:
+    return [option for option, (field, *_) in options.items() if getattr(args, field) is not None]
+
+
 def _measure(args: argparse.Namespace) -> int:
+    import torch
+
     from relulab.bench import rundir
     from relulab.plot.attention import plot_head_heatmaps
     from relulab.transformers.attention_stats import attention_statistics
     from relulab.transformers.corpus import load_corpus
     from relulab.transformers.train import checkpoint_file, load_checkpoint, validation_windows
 
-    model, _ = load_checkpoint(args.source)
-    x, _ = validation_windows(load_corpus().val, model.config.block_size, args.windows)
-    stats = attention_statistics(model, x)
+    torch.set_num_threads(args.threads or THREADS)
+    windows = args.windows or WINDOWS
+    model, found = load_checkpoint(args.source)
     path = checkpoint_file(args.source)
     stem = "" if path.stem in ("checkpoint", "relufied") else f"{path.stem}-"
-    result = {"source": str(args.source), "windows": args.windows,
-              "model": model.config.__dict__, **stats.to_dict()}  # fmt: skip
     json_path = path.parent / f"{stem}entropy.json"
+    rundir.check_writable(json_path)  # before the measurement, not after
+    x, _ = validation_windows(load_corpus().val, model.config.block_size, windows)
+    stats = attention_statistics(model, x)
+    relufied = found.get("relufied")
+    result = {"source": str(args.source), "windows": windows, "model": model.config.__dict__,
+              "relufied": relufied, **stats.to_dict()}  # fmt: skip
     rundir.write_json_atomic(json_path, result)
     config = model.config
-    title = (f"{config.n_layer}x{config.n_embd} GPT ({config.norm}, {config.activation}, "
+    activation = f"relufied stage {relufied['stage']}" if relufied else config.activation
+    title = (f"{config.n_layer}x{config.n_embd} GPT ({config.norm}, {activation}, "
              f"{config.attention} attention): {stats.rows:,} queries per head")  # fmt: skip
     panels = {
         "normalized_entropy": "attention entropy / log(keys the query sees)",
@@ -135,13 +147,15 @@ def _measure(args: argparse.Namespace) -> int:
     ]
     print(format_table(["layer", "head", "entropy (nats)", "/ log(keys)", "zero weights",
                         "rows off", "NaN"], table))  # fmt: skip
-    print(f"\n{stats.rows:,} queries per head ({args.windows} validation windows of "
+    print(f"\n{stats.rows:,} queries per head ({windows} validation windows of "
           f"{config.block_size}; the first query of each, which sees one key, left out)\n"
           f"results: {json_path}\nheatmap: {plot}")  # fmt: skip
     return 0
 
 
 def _experiment(args: argparse.Namespace) -> int:
+    import torch
+
     from relulab.bench import rundir
     from relulab.transformers.attention_experiment import (
         experiment_cells,
@@ -168,6 +182,7 @@ def _experiment(args: argparse.Namespace) -> int:
         raise
     summary = summarize(name, results)
     if name == "attention":  # speed belongs to the comparison of attention kinds
+        torch.set_num_threads(settings["threads"])  # when every cell was done, none set it
         summary["speed"] = time_cells(run_dir, list(experiment_cells(name)), settings["seeds"][0])
     summary["plots"] = [str(p) for p in _experiment_plots(run_dir, summary, results)]
     rundir.write_json_atomic(run_dir / "summary.json", summary)
@@ -188,10 +203,14 @@ def _new_experiment(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     from relulab.transformers.train import TrainConfig
 
     cells = experiment_cells(args.experiment)
-    if args.seeds < 2:
-        raise UserError(f"--seeds must be >= 2 for a paired test, got {args.seeds}")
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    seeds = SEEDS if args.seeds is None else args.seeds
+    if seeds < 2:
+        raise UserError(f"--seeds must be >= 2 for a paired test, got {seeds}")
+    if args.block_size is not None and args.block_size < 2:
+        raise UserError(
+            f"--block-size must be >= 2 (entropy needs queries that see two keys), "
+            f"got {args.block_size}"
+        )
     shape = {
         f: getattr(args, f) for f, *_ in SHAPE_OPTIONS.values() if getattr(args, f) is not None
     }
@@ -205,11 +224,11 @@ def _new_experiment(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         GPTConfig(**model, **change)
     settings = {
         "experiment": args.experiment,
-        "seeds": list(range(args.seeds)),
+        "seeds": list(range(seeds)),
         "model": model,
         "train": dataclasses.asdict(TrainConfig(**train)),
-        "threads": args.threads,
-        "windows": args.windows,
+        "threads": args.threads or THREADS,
+        "windows": args.windows or WINDOWS,
     }
     run_dir = rundir.new_run_directory(Path(args.out or "runs"), f"entropy-{args.experiment}")
     rundir.write_json_atomic(
@@ -223,19 +242,29 @@ def _resumed(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     from relulab.bench import rundir
 
     given = [
-        option
-        for option, (field, *_) in {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS}.items()
-        if getattr(args, field) is not None
+        o
+        for o, v in (
+            ("--experiment", args.experiment),
+            ("--seeds", args.seeds),
+            ("--windows", args.windows),
+            ("--out", args.out),
+        )
+        if v is not None
     ]
-    if args.experiment or given or args.out:
-        first = "--experiment" if args.experiment else given[0] if given else "--out"
-        raise UserError(f"--resume takes its settings from {args.resume}/config.json; drop {first}")
+    given += _given(args, {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS})
+    if given:
+        raise UserError(
+            f"--resume takes its settings from {args.resume}/config.json; drop {given[0]}"
+        )  # fmt: skip
     run_dir = Path(args.resume)
     config = rundir.read_config(run_dir)
     if config.get("command") != "entropy --experiment":
         raise UserError(f"{run_dir} is not a relulab entropy --experiment run")
-    rundir.record_resume(run_dir, config)
-    return run_dir, config["settings"]
+    settings = config["settings"]
+    if args.threads is not None:  # how fast, not what: the one setting a resume may change
+        settings = {**settings, "threads": args.threads}
+    rundir.record_resume(run_dir, config, threads=settings["threads"])
+    return run_dir, settings
 
 
 def _experiment_plots(run_dir: Path, summary: dict[str, Any], results: dict) -> list[Path]:
@@ -297,7 +326,7 @@ def experiment_report(summary: dict[str, Any]) -> str:
                 "val loss (95% CI)",
                 "perplexity",
                 "diverged",
-                "NaN weights",
+                "NaN attention weights",
                 "entropy (nats)",
                 "/ log(keys)",
                 f"heads > {summary['near_uniform']}",
@@ -306,6 +335,9 @@ def experiment_report(summary: dict[str, Any]) -> str:
             ],
             rows,
         ),
+        f"(heads > {summary['near_uniform']}: share of heads whose entropy / log(keys) is above "
+        f"{summary['near_uniform']}, near-uniform attention, the sign of entropic overload; ReLA "
+        "rows are divided by their sum first, all-zero rows left out and counted in rows off)",
         "",
     ]
     comparisons = [
@@ -332,14 +364,16 @@ def experiment_report(summary: dict[str, Any]) -> str:
     if speed:
         times = speed["median_seconds"]
         base = next(iter(times.values()))
+        first = next(iter(times))
         lines += ["", format_table(
-            ["attention", "forward (ms)", "train step (ms)", "forward vs first", "step vs first"],
+            ["attention", "forward (ms)", "train step (ms)", f"forward vs {first}",
+             f"step vs {first}"],
             [[cell, f"{1000 * t['forward']:.1f}", f"{1000 * t['train_step']:.1f}",
               f"{t['forward'] / base['forward']:.2f}x",
               f"{t['train_step'] / base['train_step']:.2f}x"] for cell, t in times.items()],
-        ), f"(batch {speed['batch']} x {speed['block_size']} tokens, {speed['threads']} threads, "
-           f"median of {speed['rounds'] - 1} interleaved rounds, load average "
-           f"{speed['load_average']:.2f})"]  # fmt: skip
+        ), f"(batch {speed['batch']} x {speed['block_size']} tokens, torch threads "
+           f"{speed['threads']}, median of {speed['rounds']} interleaved rounds after one "
+           f"warm-up, load average {speed['load_average']:.2f})"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -354,7 +388,9 @@ def _pct(value: Any) -> str:
 
 
 def _p(value: float) -> str:
-    return "n/a" if not math.isfinite(value) else f"{value:.3g}"
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
 
 
 def _signed_pct(value: float | None) -> str:

@@ -167,9 +167,12 @@ def run_train(args: argparse.Namespace) -> int:
     from relulab.plot.gpt import plot_training
 
     parameters = sum(p.numel() for p in model.parameters())
-    activation = settings["model"]["activation"]
-    title = f"GPT ({activation}, {parameters:,} parameters) on Shakespeare"
-    plot = plot_training({activation: history}, run / "loss.png", title=title)
+    model_settings = settings["model"]
+    label = model_settings["activation"]
+    if model_settings.get("attention", "softmax") != "softmax":
+        label += f", {model_settings['attention']} attention"
+    title = f"GPT ({label}, {parameters:,} parameters) on Shakespeare"
+    plot = plot_training({label: history}, run / "loss.png", title=title)
     rundir.write_json_atomic(
         run / "summary.json", {"final": history[-1], "parameters": parameters, "plot": str(plot)}
     )

@@ -79,7 +79,9 @@ def add_parser(subparsers) -> None:
 def _losses(text: str | None) -> list[str]:
     from relulab.transformers.preference import LOSSES, check_loss
 
-    names = list(LOSSES) if text is None else [n.strip() for n in text.split(",") if n.strip()]
+    names = (
+        list(LOSSES) if text is None else [n.strip().lower() for n in text.split(",") if n.strip()]
+    )
     if not names:
         raise UserError(f"--losses names no loss; choose from {', '.join(LOSSES)}")
     for name in names:

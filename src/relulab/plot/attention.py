@@ -25,7 +25,7 @@ def plot_head_heatmaps(
     layers, heads = first.shape
     figure, axes = new_figure(
         len(rows), columns, width=max(6.5, 1.2 + columns * (0.55 * heads + 1.4)),
-        height=0.9 + len(rows) * (0.45 * layers + 1.1),
+        height=0.9 + len(rows) * max(2.4, 0.45 * layers + 1.1),  # room for the colour bar's label
     )  # fmt: skip
     for r, (quantity, panels) in enumerate(rows.items()):
         matrices = {name: np.array(m, dtype=float) for name, m in panels.items()}
@@ -69,7 +69,7 @@ def plot_paired_losses(
     for each compared pair of cells (``pairs`` maps it to a label, e.g. its p-value), a thin
     line joins the two runs of each seed (what the paired t-test compares). Diverged runs
     (NaN) are counted at the top."""
-    figure, axes = new_figure(1, 1, width=1.8 + 1.5 * len(losses), height=4.2)
+    figure, axes = new_figure(1, 1, width=max(6.5, 1.8 + 1.5 * len(losses)), height=4.2)
     axis = axes[0][0]
     cells = list(losses)
     finite = [v for by_seed in losses.values() for v in by_seed.values() if np.isfinite(v)]

@@ -31,6 +31,9 @@ def training_figure(
         axis.axvline(step, color="grey", linestyle=":")
         axis.annotate(text, (step, 1), xycoords=("data", "axes fraction"), rotation=90,
                       va="top", ha="right", fontsize=8, color="grey")  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, not fractions
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("cross entropy (nats per character)")
     axis.grid(alpha=0.3)

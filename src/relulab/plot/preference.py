@@ -36,8 +36,12 @@ def preference_figure(
         for index, (loss, history) in enumerate(histories.items()):
             steps = [h["step"] for h in history]
             for key, style, label in lines:
+                # different markers: where the losses agree (margins far below gamma, where
+                # SimPO's pair weights are ~1 like RePO's) one line would hide the other
                 axis.plot(steps, [h[key] for h in history], color=f"C{index}", linestyle=style,
-                          marker="o", markersize=3, label=f"{loss}: {label}")  # fmt: skip
+                          marker="os^v"[index % 4], markersize=4 + 2 * (index == 0),
+                          fillstyle="none" if index == 0 else "full",
+                          label=f"{loss}: {label}")  # fmt: skip
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, not fractions
         axis.set_xlabel("tuning step")
         axis.set_ylabel(ylabel)

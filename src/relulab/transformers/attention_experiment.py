@@ -47,6 +47,8 @@ COMPARISONS: dict[str, list[tuple[str, str]]] = {
 # A head whose mean normalised entropy is above this attends almost uniformly: the "entropic
 # overload" the paper sees in early layers of LayerNorm-free GELU models. Our threshold.
 NEAR_UNIFORM = 0.9
+# Entropies from float32 weights agree to about 1e-7; differences below this are rounding.
+ENTROPY_RESOLUTION = 1e-6
 
 
 def experiment_cells(name: str) -> dict[str, dict[str, str]]:
@@ -137,7 +139,7 @@ def summarize(name: str, results: Mapping[str, Mapping[int, Mapping[str, Any]]])
         loss = summary(losses)
         cells[cell] = {
             "val_loss": loss,
-            "perplexity": math.exp(loss["mean"]) if finished else math.nan,
+            "perplexity": _exp(loss["mean"]) if finished else math.nan,
             "seeds": sorted(by_seed),
             "diverged": sum(bool(r["diverged"]) for r in by_seed.values()),
             "nan_weights": int(
@@ -161,16 +163,17 @@ def summarize(name: str, results: Mapping[str, Mapping[int, Mapping[str, Any]]])
             "baseline": baseline,
             "val_loss_difference": difference,
             # perplexity ratio of the geometric means: exp of the mean paired difference
-            "perplexity_change": math.exp(difference) - 1 if math.isfinite(difference) else None,
+            "perplexity_change": _exp(difference) - 1 if math.isfinite(difference) else None,
             "p_value": p,
             "pairs": len(seeds),
         }
         # "entropic overload" sits in the early layers: their mean normalised entropy per
         # run, paired the same way (a diverged run has none and drops out of the pairs)
-        entropy_difference, entropy_p = paired_t_test(
-            [_early_entropy(results[treatment][s]) for s in seeds],
-            [_early_entropy(results[baseline][s]) for s in seeds],
-        )
+        early = [(_early_entropy(results[treatment][s]), _early_entropy(results[baseline][s]))
+                 for s in seeds]  # fmt: skip
+        entropy_difference, entropy_p = paired_t_test(*zip(*early)) if early else (math.nan,) * 2
+        if all(abs(t - b) < ENTROPY_RESOLUTION for t, b in early):
+            entropy_p = math.nan  # both uniform, say: the differences are rounding
         comparisons[f"{treatment} vs {baseline}"].update(
             early_entropy_difference=entropy_difference, early_entropy_p_value=entropy_p
         )
@@ -183,6 +186,11 @@ def summarize(name: str, results: Mapping[str, Mapping[int, Mapping[str, Any]]])
         "cells": cells,
         "comparisons": comparisons,
     }
+
+
+def _exp(x: float) -> float:
+    # a run that blew up without a NaN (losses of 1e4 nats) has an infinite perplexity
+    return math.inf if x > 700 else math.exp(x)
 
 
 def _early_entropy(result: Mapping[str, Any]) -> float:
@@ -217,7 +225,7 @@ def _share(matrix: list[list[float | None]], threshold: float) -> float | None:
 
 @torch.no_grad()
 def time_cells(
-    run: Path, cells: list[str], seed: int, batch: int = 32, rounds: int = 7
+    run: Path, cells: list[str], seed: int, batch: int = 32, rounds: int = 6
 ) -> dict[str, Any]:
     """Forward and training-step time of each cell's trained model (seed ``seed``), measured
     side by side: the cells take turns within each round, and the median over rounds is kept.
@@ -229,7 +237,7 @@ def time_cells(
     block = next(iter(models.values())).config.block_size
     x, y = validation_windows(load_corpus().val, block, batch)
     times: dict[str, dict[str, list[float]]] = {c: {"forward": [], "train_step": []} for c in cells}
-    for _ in range(rounds):
+    for _ in range(1 + rounds):  # the first round warms up
         for cell, model in models.items():
             model.eval()
             start = time.perf_counter()
@@ -246,10 +254,11 @@ def time_cells(
         "batch": batch,
         "block_size": block,
         "rounds": rounds,
+        "warmup_rounds": 1,
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg()[0],
         "median_seconds": {
             cell: {kind: float(np.median(values[1:])) for kind, values in kinds.items()}
-            for cell, kinds in times.items()  # the first round warms up
+            for cell, kinds in times.items()
         },
     }

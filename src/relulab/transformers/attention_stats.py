@@ -48,13 +48,17 @@ class AttentionStats:
     rows: int
 
     def to_dict(self) -> dict[str, object]:
-        """Nested lists (layer, head) for a JSON file; NaN as None."""
+        """Nested lists (layer, head) for a JSON file; NaN as None, NaN counts as integers."""
 
         def rows_of(t: torch.Tensor) -> list[list[float | None]]:
             return [[None if math.isnan(v) else v for v in row] for row in t.tolist()]
 
-        names = ("entropy", "normalized_entropy", "zero_fraction", "off_fraction", "nan_count")
-        return {**{name: rows_of(getattr(self, name)) for name in names}, "rows": self.rows}
+        names = ("entropy", "normalized_entropy", "zero_fraction", "off_fraction")
+        return {
+            **{name: rows_of(getattr(self, name)) for name in names},
+            "nan_count": self.nan_count.long().tolist(),
+            "rows": self.rows,
+        }
 
 
 def row_entropy(weights: torch.Tensor) -> torch.Tensor:

@@ -216,9 +216,14 @@ def checkpoint_file(source: str | Path) -> Path:
     for name in ("relufied.pt", "checkpoint.pt"):
         if (source / name).is_file():
             return source / name
+    # runs that hold GPTs a level down: an experiment's cells, prefer's base model
+    inside = sorted(source.glob("cells/*/checkpoint.pt")) + sorted(
+        source.glob("base/checkpoint.pt")
+    )
+    hint = f"; it holds GPT runs, e.g. {inside[0].parent}" if inside else ""
     raise UserError(
         f"{source} has no checkpoint.pt or relufied.pt (relulab gpt train and relulab relufy "
-        "write them)"
+        f"write them){hint}"
     )
 
 
