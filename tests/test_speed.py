@@ -403,9 +403,12 @@ def test_training_step_json_and_plot(capsys, tmp_path):
     assert (relu["step_to_relu"], relu["step_to_relu_q1"], relu["step_to_relu_q3"]) == (1, 1, 1)
     # GoLU keeps x (512 × 1024 floats: 2 MiB) where relulab's ReLU keeps a 1-byte mask
     # (0.5 MiB): at the peak, 1 to 4 of the MLP's 4 activation layers hold theirs.
+    # The peaks also hold small temporaries (a 4 KiB one seen in one run and not the other in
+    # CI): a slack of 64 KiB, as test_peak_memory_sees_what_a_step_allocates allows.
     extra = rows["golu"]["peak_bytes"] - rows["relu"]["peak_bytes"]
     per_layer = 512 * 1024 * (4 - 1)
-    assert per_layer <= extra <= 4 * per_layer
+    slack = 64 << 10
+    assert per_layer - slack <= extra <= 4 * per_layer + slack
     assert rows["golu"]["peak_to_relu"] == pytest.approx(1 + extra / rows["relu"]["peak_bytes"])
     assert rows["golu"]["step_seconds"] > 0
 
