@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from relulab.cli.gpt import DEFAULT_MODEL, MODEL_OPTIONS, TRAIN_OPTIONS
-from relulab.cli.output import format_table, print_json, progress_printer
+from relulab.cli.output import format_table, print_json, progress_printer, resume_config
 from relulab.errors import UserError
 
 # the options an experiment takes: the shape of the base GPT and the training, not what its
@@ -252,14 +252,7 @@ def _resumed(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         if v is not None
     ]
     given += _given(args, {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS})
-    if given:
-        raise UserError(
-            f"--resume takes its settings from {args.resume}/config.json; drop {given[0]}"
-        )  # fmt: skip
-    run_dir = Path(args.resume)
-    config = rundir.read_config(run_dir)
-    if config.get("command") != "entropy --experiment":
-        raise UserError(f"{run_dir} is not a relulab entropy --experiment run")
+    run_dir, config = resume_config(args.resume, "entropy --experiment", given)
     settings = config["settings"]
     if args.threads is not None:  # how fast, not what: the one setting a resume may change
         settings = {**settings, "threads": args.threads}

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from relulab.cli.output import progress_printer
+from relulab.cli.output import progress_printer, resume_config
 from relulab.errors import UserError
 from relulab.transformers.train import train_in
 
@@ -131,13 +131,8 @@ def _resumed(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 
     options = {**MODEL_OPTIONS, **TRAIN_OPTIONS}.items()
     given = [o for o, (f, *_) in options if getattr(args, f) is not None]
-    if given or args.out or args.name:
-        first = given[0] if given else ("--out" if args.out else "--name")
-        raise UserError(f"--resume takes its settings from {args.resume}/config.json; drop {first}")
-    run = Path(args.resume)
-    config = rundir.read_config(run)
-    if config.get("command") != "gpt train":
-        raise UserError(f"{run} is not a relulab gpt train run")
+    given += [o for o, v in (("--out", args.out), ("--name", args.name)) if v]
+    run, config = resume_config(args.resume, "gpt train", given)
     rundir.record_resume(run, config)
     return run, config["settings"]
 

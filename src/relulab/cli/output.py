@@ -61,6 +61,23 @@ def check_png_output(path: str, option: str = "-o") -> None:
         target.unlink(missing_ok=True)
 
 
+def resume_config(
+    resume: str, command: str, given: Sequence[str] = ()
+) -> tuple[Path, dict[str, Any]]:
+    """``--resume DIR``: the run directory and its config.json. One-line UserErrors when
+    options that the config fixes were given too (``given``, the first one named) or when DIR
+    is not a run of ``relulab COMMAND``."""
+    from relulab.bench import rundir
+
+    if given:
+        raise UserError(f"--resume takes its settings from {resume}/config.json; drop {given[0]}")
+    run = Path(resume)
+    config = rundir.read_config(run)
+    if config.get("command") != command:
+        raise UserError(f"{run} is not a relulab {command} run")
+    return run, config
+
+
 def progress_printer() -> Callable[[str], None]:
     """A function printing a progress line on stderr with the seconds since it was made."""
     start = time.perf_counter()

@@ -146,20 +146,12 @@ def _check_model(model, config, source: str) -> None:
 
 def _resumed(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """The run to resume and its config.json, once no option contradicts it."""
-    from relulab.bench import rundir
+    from relulab.cli.output import resume_config
 
     options = {"model": "--model", "base_steps": "--base-steps", "losses": "--losses",
                "out": "--out", **{f: o for o, (f, *_) in OPTIONS.items()}}  # fmt: skip
     given = [option for field, option in options.items() if getattr(args, field) is not None]
-    if given:
-        raise UserError(
-            f"--resume takes its settings from {args.resume}/config.json; drop {given[0]}"
-        )
-    run = Path(args.resume)
-    config = rundir.read_config(run)
-    if config.get("command") != "prefer":
-        raise UserError(f"{run} is not a relulab prefer run")
-    return run, config
+    return resume_config(args.resume, "prefer", given)
 
 
 def _metrics(path: Path) -> list[dict[str, Any]]:

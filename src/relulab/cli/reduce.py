@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from relulab.cli.output import format_table, print_json, progress_printer
+from relulab.cli.output import format_table, print_json, progress_printer, resume_config
 from relulab.errors import UserError
 
 DESCRIPTION = textwrap.fill(
@@ -107,23 +107,16 @@ def _budgets(given: list[str], total: int) -> list[int]:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """The run's settings: the command line's over the defaults, or a resumed run's own."""
-    from relulab.bench import rundir
 
     given = {key: getattr(args, key) for key in DEFAULTS if getattr(args, key) is not None}
     if "methods" in given:  # a method named twice would be counted as another seed of it
         given["methods"] = list(dict.fromkeys(given["methods"]))
     if args.resume is None:
         return {**DEFAULTS, **given}
-    if given or args.out or args.name:
-        options = [f"--{key.replace('_', '-')}" for key in given]
-        options = [o if o != "--from-run" else "--from" for o in options]
-        options += [o for o, v in (("--out", args.out), ("--name", args.name)) if v]
-        raise UserError(
-            f"--resume takes its settings from {args.resume}/config.json; drop {options[0]}"
-        )
-    config = rundir.read_config(Path(args.resume))
-    if config.get("command") != "reduce":
-        raise UserError(f"{args.resume} is not a relulab reduce run (resume it with its command)")
+    options = [f"--{key.replace('_', '-')}" for key in given]
+    options = [o if o != "--from-run" else "--from" for o in options]
+    options += [o for o, v in (("--out", args.out), ("--name", args.name)) if v]
+    _, config = resume_config(args.resume, "reduce", options)
     return config["settings"]
 
 

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from relulab.bench import rundir
-    from relulab.cli.output import progress_printer
+    from relulab.cli.output import progress_printer, resume_config
     from relulab.optional import require
     from relulab.transformers.corpus import load_corpus
     from relulab.transformers.relufication import RelufyConfig, relufication
@@ -102,17 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     require("matplotlib", extra="plot", purpose="relulab relufy's plot")
     if args.resume:
-        given = [o for o in ("source", "activation", "train_steps", "out", "name")
-                 if getattr(args, o)]  # fmt: skip
-        if given:
-            option = {"source": "--from", "train_steps": "--train-steps"}.get(
-                given[0], f"--{given[0]}"
-            )
-            raise UserError(f"--resume takes its settings from {args.resume}; drop {option}")
-        run_dir = Path(args.resume)
-        config = rundir.read_config(run_dir)
-        if config.get("command") != "relufy":
-            raise UserError(f"{run_dir} is not a relulab relufy run")
+        names = {"source": "--from", "train_steps": "--train-steps"}
+        given = [names.get(o, f"--{o}") for o in ("source", "activation", "train_steps", "out",
+                                                 "name") if getattr(args, o)]  # fmt: skip
+        run_dir, config = resume_config(args.resume, "relufy", given)
         settings = config["settings"]
         rundir.record_resume(run_dir, config)
     else:
