@@ -99,3 +99,13 @@ def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "runs").exists()  # refused before any run directory
+
+
+def test_a_diverging_training_is_one_line_with_a_hint(tmp_path, capsys):
+    argv = ["gpt", "train", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+            "--block-size", "8", "--norm", "none", "--lr", "1e6", "--steps", "20",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "the loss diverged at step" in err[-1] and "lower learning rate (--lr)" in err[-1]
+    assert not any(line.startswith("Traceback") for line in err)

@@ -143,3 +143,23 @@ def test_rounding_differences_in_entropy_get_no_p_value_and_huge_losses_no_overf
     assert math.isnan(comparison["early_entropy_p_value"])
     assert summary["cells"]["rela"]["perplexity"] == math.inf
     assert comparison["perplexity_change"] == math.inf
+
+
+def test_a_run_whose_loss_diverges_is_a_result_and_is_not_trained_again(tmp_path, monkeypatch):
+    from relulab.errors import TrainingDiverged
+    from relulab.transformers import attention_experiment
+
+    calls = []
+
+    def diverging(directory, settings, progress):
+        calls.append(directory)
+        raise TrainingDiverged("the loss diverged at step 7 (nan)")
+
+    monkeypatch.setattr(attention_experiment, "train_in", diverging)
+    results = run_experiment(tmp_path, "attention", [0, 1], BASE, TRAIN)
+    assert all(r["diverged"] == "the loss diverged at step 7 (nan)" for c in results.values()
+               for r in c.values())  # fmt: skip
+    assert len(calls) == 4
+    run_experiment(tmp_path, "attention", [0, 1], BASE, TRAIN)  # resumed: recorded, not redone
+    assert len(calls) == 4
+    assert summarize("attention", results)["cells"]["rela"]["diverged"] == 2

@@ -40,7 +40,7 @@ from relulab.cli import (
     show,
     speed,
 )
-from relulab.errors import UserError
+from relulab.errors import TrainingDiverged, UserError
 from relulab.optional import MissingDependencyError
 
 EXIT_BUG = 1
@@ -181,8 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not _reader_left():  # some other pipe (a worker's, say)
             return _report_bug(args.command)
         return _reader_gone()
-    except (UserError, MissingDependencyError) as error:
+    except (UserError, MissingDependencyError, TrainingDiverged) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, TrainingDiverged):
+            message += "; a lower learning rate (--lr) may help"
         for python, command in CLI_WORDING.items():
             message = message.replace(python, command)
         print(f"relulab {args.command}: error: {message}", file=sys.stderr)

@@ -24,7 +24,7 @@ import torch
 
 from relulab.bench import rundir
 from relulab.bench.stats import holm, paired_t_test, summary
-from relulab.errors import UserError
+from relulab.errors import TrainingDiverged, UserError
 from relulab.registry import did_you_mean
 from relulab.transformers.attention_stats import attention_statistics
 from relulab.transformers.corpus import load_corpus
@@ -70,9 +70,7 @@ def run_cell(
     directory.mkdir(parents=True, exist_ok=True)
     try:
         model, history = train_in(directory, settings, progress)
-    except RuntimeError as error:
-        if "diverged" not in str(error):
-            raise
+    except TrainingDiverged as error:
         result: dict[str, Any] = {"diverged": str(error), "val_loss": math.nan}
     else:
         x, _ = validation_windows(load_corpus().val, model.config.block_size, windows)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from relulab.errors import UserError
+from relulab.errors import TrainingDiverged, UserError
 from relulab.losses import preference_margin, repo_loss, simpo_loss
 from relulab.registry import did_you_mean
 from relulab.transformers.corpus import CharCorpus, load_corpus
@@ -352,7 +352,7 @@ def tune(
         batch, order = order[: config.batch_size], order[config.batch_size :]
         value = LOSSES[loss](pair_margins(model, pairs.select(batch)), config)
         if not torch.isfinite(value):
-            raise RuntimeError(f"the {loss} loss diverged at step {step} ({float(value)})")
+            raise TrainingDiverged(f"the {loss} loss diverged at step {step} ({value.item()})")
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()

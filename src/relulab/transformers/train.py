@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from relulab.errors import UserError
+from relulab.errors import TrainingDiverged, UserError
 from relulab.transformers.gpt import GPT, GPTConfig
 
 FORMAT = "relulab-gpt-1"  # a checkpoint's mark, so that another file is refused in one line
@@ -157,7 +157,7 @@ def train_gpt(
         x, y = windows(train_ids, block, config.batch_size, generator)
         loss = nn.functional.cross_entropy(_logits(model, x).flatten(0, 1), y.flatten())
         if not torch.isfinite(loss):
-            raise RuntimeError(f"the loss diverged at step {step + 1} ({float(loss)})")
+            raise TrainingDiverged(f"the loss diverged at step {step + 1} ({loss.item()})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
