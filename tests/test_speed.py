@@ -422,3 +422,47 @@ def test_speed_rejects_bad_input(capsys):
     assert "not specs: 'leaky_relu(0.2)'; try 'leaky_relu'" in capsys.readouterr().err
     assert main(["speed", "mihs", "--numel", "64"]) == 2
     assert "did you mean 'mish'?" in capsys.readouterr().err
+
+
+def test_sweep_times_each_size_and_keeps_the_ratio_to_torch_of_each_activation():
+    with compilation(False):
+        result = speed.sweep(["relu", "golu"], sizes=(1024, 4096), rounds=1, threads=1)
+    assert result["sizes"] == [1024, 4096] and [r["numel"] for r in result["runs"]] == [1024, 4096]
+    assert set(result["native_ratios"]) == {"relu"}  # GoLU has no torch module to compare
+    for kind in ("forward", "forward_backward"):
+        series = result["native_ratios"]["relu"][kind]
+        assert len(series) == 2
+        for (median, q1, q3), run in zip(series, result["runs"]):
+            fused = next(r for r in run["rows"] if (r["activation"], r["implementation"])
+                         == ("relu", "fused"))  # fmt: skip
+            assert median == fused[kind]["to_native"] and q1 <= median <= q3
+
+
+def test_speed_sweep_command_prints_tables_and_draws_the_plot(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(speed, "SWEEP_SIZES", (1024, 2048))
+    plot_path = tmp_path / "sweep.png"
+    with compilation(False):
+        code = main(["speed", "relu", "silu", "--sweep", "--rounds", "1", "--threads", "1",
+                     "-o", str(plot_path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "forward + backward: relulab's default path ÷ torch's module" in out
+    assert _row(out, "activation") == ["activation", "1K", "2K"]
+    assert all(float(v) > 0 for v in _row(out, "silu")[1:]) and len(_row(out, "silu")) == 3
+    from matplotlib.image import imread
+
+    image = imread(plot_path)
+    assert image.shape[0] > 300 and float(image[..., :3].std()) > 0.01
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["speed", "--sweep", "--numel", "4096"], "--sweep times every size itself; drop --numel"),
+        (["speed", "--sweep", "--model", "mlp"], "drop --model"),
+        (["speed", "--ffn", "--sweep"], "drop --sweep"),
+    ],
+)
+def test_sweep_conflicts_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

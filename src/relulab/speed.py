@@ -302,6 +302,57 @@ def elementwise(
     }
 
 
+# Sizes of `relulab speed --sweep`: 1K to 16M elements, a factor 4 apart.
+SWEEP_SIZES = tuple(1 << k for k in range(10, 25, 2))
+
+
+def sweep(
+    names: list[str],
+    *,
+    sizes: tuple[int, ...] = SWEEP_SIZES,
+    dtype: torch.dtype = torch.float32,
+    threads: int = 2,
+    rounds: int = 7,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`elementwise` at each of ``sizes``, one size after another, and for every
+    activation with a torch module the default (fused) path's time ÷ torch's at each size:
+    ``native_ratios[name][kind]`` is a list of (median, q1, q3) of the per-round ratios, one
+    per size, for ``kind`` forward and forward_backward. ``runs`` keeps every size's result."""
+    runs = []
+    for numel in sizes:
+        runs.append(
+            elementwise(
+                names,
+                numel=numel,
+                dtype=dtype,
+                threads=threads,
+                rounds=rounds,
+                progress=_prefixed(progress, f"{numel:,} elements: "),
+            )
+        )
+    ratios: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+    for run in runs:
+        for row in run["rows"]:
+            if row["implementation"] != "fused" or "to_native" not in row["forward"]:
+                continue
+            kinds = ratios.setdefault(row["activation"], {"forward": [], "forward_backward": []})
+            for kind, series in kinds.items():
+                summary = row[kind]
+                series.append(
+                    (summary["to_native"], summary["to_native_q1"], summary["to_native_q3"])
+                )
+    return {
+        "sizes": list(sizes),
+        "dtype": str(dtype).replace("torch.", ""),
+        "threads": threads,
+        "rounds": rounds,
+        "compiled_kernels": compiled_kernels_available(),
+        "native_ratios": ratios,
+        "runs": runs,
+    }
+
+
 # --- whole training steps -----------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ DTYPES = {
 TARGET_TO_RELU = 1.15
 TARGET_EAGER_SPEEDUP = 3.0
 TARGET_PEAK = 1.05
+TARGET_TO_NATIVE = 1.10  # issue 15: the default path within 1.10x of torch's module
 MODELS = ("mlp", "cnn", "both")
 # relulab.transformers.ffn_speed.PATHS's keys, here so that --help imports no model code.
 FFN_PATHS = ("dense", "down", "up_down", "predictor", "down_copy", "torch_coo", "torch_csr")
@@ -50,9 +51,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "names", nargs="*", metavar="NAME", help="activations (default: every fused one)"
     )
-    parser.add_argument(
-        "--numel", type=int, default=1 << 24, help="elements per tensor (default 2^24)"
-    )
+    parser.add_argument("--numel", type=int, help="elements per tensor (default 2^24)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument(
@@ -64,6 +63,11 @@ def add_parser(subparsers) -> None:
         help="time training steps instead; with --ffn: a relulab gpt checkpoint (relufied.pt "
         "of a relulab relufy run), also timed at its measured sparsity, with its tokens/s",
     )
+    parser.add_argument(
+        "--sweep", action="store_true",
+        help="time every size from 1K to 16M elements (x4 apart): the default path's time "
+        "over torch's module at each; with -o also plotted against the size",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
         "-o",
@@ -246,10 +250,27 @@ def _training_table(result: dict) -> str:
     return f"{caption}\n\n{format_table(headers, table)}"
 
 
+def _sweep_tables(result: dict) -> str:
+    """Per kind, one row per activation: the default path's time ÷ torch's at each size."""
+    from relulab.plot.figure import elements_label
+
+    parts = []
+    for kind, title in (("forward_backward", "forward + backward"), ("forward", "forward")):
+        rows = [[name, *(f"{median:.2f}" for median, _, _ in kinds[kind])]
+                for name, kinds in sorted(result["native_ratios"].items())]  # fmt: skip
+        headers = ["activation", *map(elements_label, result["sizes"])]
+        parts.append(f"{title}: relulab's default path ÷ torch's module (median over rounds; "
+                     f"target ≤ {TARGET_TO_NATIVE})\n" + format_table(headers, rows))  # fmt: skip
+    return "\n\n".join(parts)
+
+
 def _plot(result: dict, path: str) -> str:
     from relulab.plot import plot_speed, png_path
 
-    target = TARGET_PEAK if "model" in result["rows"][0] else TARGET_TO_RELU
+    if "native_ratios" in result:
+        target = TARGET_TO_NATIVE
+    else:
+        target = TARGET_PEAK if "model" in result["rows"][0] else TARGET_TO_RELU
     try:
         return str(plot_speed(result, path, target=target))
     except OSError as error:
@@ -277,6 +298,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown --model value {args.model!r}{hint}")
     if args.rounds is None:
         args.rounds = 7
+    if args.sweep and (args.model or args.numel):
+        raise UserError(
+            f"--sweep times every size itself; drop {'--model' if args.model else '--numel'}"
+        )
+    if args.numel is None:
+        args.numel = 1 << 24
     for option in ("numel", "threads", "rounds"):
         if getattr(args, option) < 1:
             raise UserError(f"--{option} must be at least 1, got {getattr(args, option)}")
@@ -289,7 +316,14 @@ def run(args: argparse.Namespace) -> int:
         if not quiet:
             print(f"  {message}", file=sys.stderr, flush=True)
 
-    if args.model:
+    if args.sweep:
+        result = speed.sweep(
+            names, sizes=speed.SWEEP_SIZES, dtype=DTYPES[args.dtype], threads=args.threads,
+            rounds=args.rounds, progress=progress,
+        )  # fmt: skip
+        result["machine"] = _machine(args.threads)
+        text = f"{result['machine']}\n{_sweep_tables(result)}"
+    elif args.model:
         models = ("mlp", "cnn") if args.model == "both" else (args.model,)
         result = speed.training_step(
             names, models=models, threads=args.threads, rounds=args.rounds, progress=progress
@@ -351,6 +385,10 @@ def _size(text: str) -> tuple[int, int]:
 def _check_ffn_args(args: argparse.Namespace) -> None:
     if args.names:
         raise UserError(f"--ffn times FFNs, not activations: drop {' '.join(args.names)}")
+    if args.sweep or args.numel is not None:
+        raise UserError(
+            f"--ffn times FFNs, not activations: drop {'--sweep' if args.sweep else '--numel'}"
+        )
     if args.rounds is None:
         args.rounds = 11
     for option in ("threads", "rounds", "tokens"):

@@ -69,5 +69,13 @@ def ratio_axis(axis: Any, label: str) -> None:
     axis.grid(axis="y", alpha=0.12)  # guides each row's markers to its name
 
 
+def elements_label(count: float) -> str:
+    """1024 -> "1K", 16777216 -> "16M": sizes of tensors in binary units (an axis's tick
+    positions come as floats)."""
+    if count >= 1 << 20:
+        return f"{count / (1 << 20):g}M"
+    return f"{count / 1024:g}K" if count >= 1024 else str(count)
+
+
 def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
