@@ -35,7 +35,7 @@ from torch.utils import benchmark
 from relulab.errors import UserError
 from relulab.kernels import compilation, compiled_kernels_available
 from relulab.memory import saved_bytes
-from relulab.registry import activation_info, get_activation, resolve_name
+from relulab.registry import activation_info, get_activation, registered, resolve_name
 
 IMPLEMENTATIONS = ("fused", "reference", "native", "timm_pattern")
 
@@ -302,6 +302,12 @@ def elementwise(
     }
 
 
+def with_native_module() -> list[str]:
+    """The fused activations that torch also has as a module (what ``--sweep`` compares)."""
+    fused = [info.name for info in registered() if info.kernel is not None]
+    return [name for name in _elementwise_names(fused) if _module(name, "native") is not None]
+
+
 # Sizes of `relulab speed --sweep`: 1K to 16M elements, a factor 4 apart.
 SWEEP_SIZES = tuple(1 << k for k in range(10, 25, 2))
 
@@ -315,22 +321,23 @@ def sweep(
     rounds: int = 7,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """:func:`elementwise` at each of ``sizes``, one size after another, and for every
-    activation with a torch module the default (fused) path's time ÷ torch's at each size:
+    """:func:`elementwise` at each of ``sizes``, one size after another, and for each
+    activation the default (fused) path's time ÷ torch's own module at each size:
     ``native_ratios[name][kind]`` is a list of (median, q1, q3) of the per-round ratios, one
-    per size, for ``kind`` forward and forward_backward. ``runs`` keeps every size's result."""
-    runs = []
-    for numel in sizes:
-        runs.append(
-            elementwise(
-                names,
-                numel=numel,
-                dtype=dtype,
-                threads=threads,
-                rounds=rounds,
-                progress=_prefixed(progress, f"{numel:,} elements: "),
-            )
+    per size, for ``kind`` forward and forward_backward (in the order of ``names``). ``runs``
+    keeps every size's result. Every name needs a torch module: a UserError names those
+    without one (the default of ``relulab speed --sweep``: :func:`with_native_module`)."""
+    missing = [name for name in _elementwise_names(names) if _module(name, "native") is None]
+    if missing:
+        raise UserError(
+            f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no torch module "
+            f"to compare with; --sweep takes {', '.join(with_native_module())}"
         )
+    runs = []
+    for index, numel in enumerate(sizes, 1):
+        if progress is not None:  # one line per size: its warm-ups would be hundreds
+            progress(f"{numel:,} elements ({index}/{len(sizes)})")
+        runs.append(elementwise(names, numel=numel, dtype=dtype, threads=threads, rounds=rounds))
     ratios: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
     for run in runs:
         for row in run["rows"]:
@@ -348,6 +355,7 @@ def sweep(
         "threads": threads,
         "rounds": rounds,
         "compiled_kernels": compiled_kernels_available(),
+        "native_ratios_entries": "per size: median, first and third quartile over rounds",
         "native_ratios": ratios,
         "runs": runs,
     }

@@ -45,7 +45,8 @@ def add_parser(subparsers) -> None:
         "  relulab speed --model both\n  relulab speed relu golu --json --plot speed.png\n"
         "  relulab speed --ffn -o ffn.png\n"
         "  relulab speed --ffn --sizes 1024x4096 --sparsities 0.9 --input-sparsity 0.7\n"
-        "  relulab speed --ffn --model runs/20261128T193000Z-relufy-stage2/relufied.pt",
+        "  relulab speed --ffn --model runs/20261128T193000Z-relufy-stage2/relufied.pt\n"
+        "  relulab speed --sweep -o sweep.png   # every activation torch also has, 1K-16M",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -257,10 +258,12 @@ def _sweep_tables(result: dict) -> str:
     parts = []
     for kind, title in (("forward_backward", "forward + backward"), ("forward", "forward")):
         rows = [[name, *(f"{median:.2f}" for median, _, _ in kinds[kind])]
-                for name, kinds in sorted(result["native_ratios"].items())]  # fmt: skip
+                for name, kinds in result["native_ratios"].items()]  # fmt: skip
         headers = ["activation", *map(elements_label, result["sizes"])]
-        parts.append(f"{title}: relulab's default path ÷ torch's module (median over rounds; "
-                     f"target ≤ {TARGET_TO_NATIVE})\n" + format_table(headers, rows))  # fmt: skip
+        parts.append(f"{title}: relulab's default path ÷ torch's module, {result['dtype']} "
+                     f"(median over {result['rounds']} round{'s' * (result['rounds'] != 1)}; "
+                     f"target ≤ {TARGET_TO_NATIVE})\n"
+                     + format_table(headers, rows))  # fmt: skip
     return "\n\n".join(parts)
 
 
@@ -309,7 +312,12 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{option} must be at least 1, got {getattr(args, option)}")
     if args.plot is not None:
         check_png_output(args.plot, option="--plot")
-    names = args.names or [i.name for i in registered() if i.kernel is not None]
+    if args.names:
+        names = args.names
+    elif args.sweep:
+        names = speed.with_native_module()
+    else:
+        names = [i.name for i in registered() if i.kernel is not None]
     quiet = args.json
 
     def progress(message: str) -> None:

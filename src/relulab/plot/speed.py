@@ -128,31 +128,37 @@ def sweep_figure(result: dict[str, Any], *, target: float = 1.10) -> Any:
     """``relulab speed --sweep``: the default path's time ÷ torch's own module against the
     number of elements, one line per activation (whiskers: quartiles over rounds), forward
     and forward+backward side by side; 1 and ``target`` drawn as lines. Log-log axes."""
+    figure, axes = new_figure(1, 2, width=13.0, height=5.6, sharey=True)
+    import matplotlib  # after new_figure: it says when matplotlib is missing
     from matplotlib import ticker
 
-    figure, axes = new_figure(1, 2, width=13.0, height=5.6, sharey=True)
     sizes = np.array(result["sizes"], dtype=float)
     styles = ("-", "--", ":", "-.")
-    for axis, kind, title in zip(axes[0], ("forward", "forward_backward"),
-                                 ("forward", "forward + backward")):  # fmt: skip
-        for index, (name, kinds) in enumerate(sorted(result["native_ratios"].items())):
+    pairs = matplotlib.colormaps["tab20"].colors  # dark and light of 10 hues: darks first
+    colours = pairs[0::2] + pairs[1::2]
+    for axis, kind, title in zip(axes[0], ("forward_backward", "forward"),
+                                 ("forward + backward", "forward")):  # fmt: skip
+        for index, (name, kinds) in enumerate(result["native_ratios"].items()):
             median, q1, q3 = (np.array(v) for v in zip(*kinds[kind]))
             axis.errorbar(sizes, median, yerr=[median - q1, q3 - median], capsize=2,
-                          color=f"C{index % 10}", linestyle=styles[index // 10 % 4],
+                          color=colours[index % 20], linestyle=styles[index // 20 % 4],
                           marker="o", markersize=3, linewidth=1, label=name)  # fmt: skip
         axis.axhline(1.0, color="0.5", linewidth=0.8)
         axis.axhline(target, color="C3", linewidth=0.8, linestyle=":")
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
         axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: elements_label(v)))
-        axis.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
         axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         axis.yaxis.set_minor_formatter(ticker.NullFormatter())
         axis.set_xlabel(f"elements ({result['dtype']}, {result['threads']} threads)")
         axis.set_title(f"{title}: relulab's default path ÷ torch's module", fontsize=10)
         axis.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel(f"time ratio (1: as fast as torch; dotted: {target:g})")
-    axes[0][1].legend(fontsize=7, ncol=2, loc="upper right")
+    axes[0][0].set_ylabel(f"time ratio (1: as fast as torch; dotted: the target {target:g})")
+    axes[0][0].legend(fontsize=7, ncol=2, loc="upper right")
+    rounds = result["rounds"]
+    figure.suptitle(f"median over {rounds} round{'s' * (rounds != 1)}, whiskers the quartiles",
+                    fontsize=9)  # fmt: skip
     return figure
 
 
