@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from relulab.cli.gpt import DEFAULT_MODEL, MODEL_OPTIONS, TRAIN_OPTIONS
-from relulab.cli.output import format_table, print_json, progress_printer, resume_config
+from relulab.cli.output import (
+    format_table,
+    given_options,
+    print_json,
+    progress_printer,
+    resume_config,
+)
 from relulab.errors import UserError
 
 # the options an experiment takes: the shape of the base GPT and the training, not what its
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--windows", args.windows), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be >= 1, got {value}")
-    experiment_options = _given(args, {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS}) + [
+    experiment_options = given_options(args, {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS}) + [
         o for o, v in (("--seeds", args.seeds), ("--out", args.out), ("--resume", args.resume)) if v
     ]
     if args.source is not None:
@@ -87,10 +93,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give a GPT run directory or checkpoint, or --experiment NAME")
     require("matplotlib", extra="plot", purpose="relulab entropy's plots")
     return _experiment(args)
-
-
-def _given(args: argparse.Namespace, options: dict) -> list[str]:
-    return [option for option, (field, *_) in options.items() if getattr(args, field) is not None]
 
 
 def _measure(args: argparse.Namespace) -> int:
@@ -251,7 +253,7 @@ def _resumed(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         )
         if v is not None
     ]
-    given += _given(args, {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS})
+    given += given_options(args, {**SHAPE_OPTIONS, **EXPERIMENT_TRAIN_OPTIONS})
     run_dir, config = resume_config(args.resume, "entropy --experiment", given)
     settings = config["settings"]
     if args.threads is not None:  # how fast, not what: the one setting a resume may change

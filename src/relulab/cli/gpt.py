@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from relulab.cli.output import progress_printer, resume_config
+from relulab.cli.output import given_options, progress_printer, resume_config
 from relulab.errors import UserError
 from relulab.transformers.train import train_in
 
@@ -129,8 +129,7 @@ def _new_run(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
 def _resumed(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     from relulab.bench import rundir
 
-    options = {**MODEL_OPTIONS, **TRAIN_OPTIONS}.items()
-    given = [o for o, (f, *_) in options if getattr(args, f) is not None]
+    given = given_options(args, {**MODEL_OPTIONS, **TRAIN_OPTIONS})
     given += [o for o, v in (("--out", args.out), ("--name", args.name)) if v]
     run, config = resume_config(args.resume, "gpt train", given)
     rundir.record_resume(run, config)

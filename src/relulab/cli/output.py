@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,11 @@ def check_png_output(path: str, option: str = "-o") -> None:
         raise UserError(f"cannot write {target}: {error.strerror or error}") from None
     if not existed:
         target.unlink(missing_ok=True)
+
+
+def given_options(args: Any, options: Mapping[str, tuple]) -> list[str]:
+    """The options of ``options`` (option -> (argparse dest, ...)) given on the command line."""
+    return [option for option, (dest, *_) in options.items() if getattr(args, dest) is not None]
 
 
 def resume_config(

@@ -196,8 +196,7 @@ def _early_entropy(result: Mapping[str, Any]) -> float:
     if result["diverged"]:
         return math.nan
     matrix = result["stats"]["normalized_entropy"]
-    early = matrix[: max(1, len(matrix) // 2)]
-    values = [v for row in early for v in row if v is not None]
+    values = _measured(matrix[: max(1, len(matrix) // 2)])
     return float(np.mean(values)) if values else math.nan
 
 
@@ -211,13 +210,18 @@ def _mean_matrix(matrices: list[list[list[float | None]]]) -> list[list[float | 
     return [[None if math.isnan(v) else float(v) for v in row] for row in mean]
 
 
+def _measured(matrix: list[list[float | None]]) -> list[float]:
+    """A (layer, head) matrix's values, without the heads that were never measured (None)."""
+    return [v for row in matrix for v in row if v is not None]
+
+
 def _nanmean(matrix: list[list[float | None]]) -> float | None:
-    values = [v for row in matrix for v in row if v is not None]
+    values = _measured(matrix)
     return float(np.mean(values)) if values else None
 
 
 def _share(matrix: list[list[float | None]], threshold: float) -> float | None:
-    values = [v for row in matrix for v in row if v is not None]
+    values = _measured(matrix)
     return sum(v > threshold for v in values) / len(values) if values else None
 
 
